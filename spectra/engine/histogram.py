@@ -1,0 +1,66 @@
+"""Histogram of σ/σ_1 over full spectra, pooled over modules (the MultiLoRA paper's figure).
+
+The full spectrum of a rank-R update of an out × in matrix has min(out, in) values, all but
+R exactly zero; those structural zeros are counted (in the first bin), which is what makes
+LoRA's histogram "fall at both ends" and full fine-tuning's bell-shaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from spectra.engine.metrics import normalized_spectrum
+from spectra.engine.svd import Spectrum
+
+SpectrumLike = Spectrum | tuple[torch.Tensor | np.ndarray, int]
+
+
+def _values_and_zeros(item: SpectrumLike) -> tuple[torch.Tensor, int]:
+    if isinstance(item, Spectrum):
+        return item.values, item.structural_zeros
+    values, zeros = item
+    return torch.as_tensor(values), int(zeros)
+
+
+def spectrum_histogram(
+    spectra: Iterable[SpectrumLike], *, bins: int = 50, density: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled histogram of σ_i / σ_1 over the full spectra of several modules.
+
+    Each module is normalized by its own σ_1; its structural zeros add to the first bin.
+    Modules with σ_1 == 0 (a zero update: σ/σ_1 undefined), with no values, or with
+    non-finite values are skipped.
+
+    Args:
+        spectra: :class:`Spectrum` objects, or (values (m,), structural_zeros) pairs.
+        bins: Number of equal-width bins on [0, 1] (the last bin includes 1).
+        density: Return a density (counts / (total · bin width), integrating to 1) instead
+            of counts.
+
+    Returns:
+        (counts (bins,) int64, or float64 when ``density``; edges (bins + 1,) float64).
+
+    Raises:
+        ValueError: ``bins`` < 1.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.zeros(bins, dtype=np.int64)
+    for item in spectra:
+        values, zeros = _values_and_zeros(item)
+        if len(values) == 0 or not bool(torch.isfinite(values).all()):
+            continue
+        ratio = normalized_spectrum(values, mode="max").numpy()
+        if ratio[0] == 0.0:  # σ_1 == 0
+            continue
+        counts += np.histogram(np.clip(ratio, 0.0, 1.0), bins=edges)[0]
+        counts[0] += zeros
+    if not density:
+        return counts, edges
+    total = counts.sum()
+    dens = counts / (total * np.diff(edges)) if total else np.zeros(bins, dtype=np.float64)
+    return dens, edges

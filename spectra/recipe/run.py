@@ -1,0 +1,277 @@
+"""``run_recipe``: train the three methods on the task mix and write real checkpoints.
+
+Output folder (names relative to ``out_dir``):
+
+=========================  ==============================================================
+``base.safetensors``       the pretrained encoder before training (pooler excluded)
+``base.pt``                the same tensors as a plain torch state dict
+``full.safetensors``       the encoder after full fine-tuning, same keys as ``base``
+``lora/``                  the PEFT adapter folder written by ``save_pretrained``
+``multilora.safetensors``  the spectra MultiLoRA format, from the reference layer
+``heads/<method>.safetensors``  each method's task heads (kept out of the encoder files)
+``log.json``               settings and their hash, losses, accuracies, times, versions
+=========================  ==============================================================
+
+Every method starts from the same encoder weights, the same seeded heads, the same batches
+in the same order and the same number of steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from spectra.errors import OptionError
+from spectra.recipe import files
+from spectra.recipe.config import Method, RecipeConfig
+from spectra.recipe.data import TaskData, build_tasks
+from spectra.recipe.evaluate import accuracy, probe_accuracy
+from spectra.recipe.log import LOG_NAME, build_log, method_entry, read_complete_log
+from spectra.recipe.model import (
+    BASE_MODEL_NAME,
+    MultiTaskModel,
+    check_same_targets,
+    load_base,
+    multilora_config,
+    n_trainable_encoder,
+    prepare_full,
+    prepare_lora,
+    prepare_multilora,
+)
+from spectra.recipe.train import Encoded, Progress, batch_schedule, encode_tasks, train
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    """What a recipe run wrote, and how well each method did.
+
+    Attributes:
+        out_dir: The output folder.
+        files: Output name → path: ``base``, ``base_pt``, ``log``, each trained method's
+            encoder (``full``, ``lora`` (a folder), ``multilora``) and ``heads_<method>``.
+        accuracy: Row → task → held-out accuracy; rows ``chance``, ``before`` (linear probe on
+            the frozen base encoder), then each method trained.
+        wall_s: Seconds per phase (``load``, ``before``, each method, ``total``).
+        settings_hash: :meth:`RecipeConfig.settings_hash` of the run.
+        reused: True when a complete earlier run with the same settings was returned.
+    """
+
+    out_dir: Path
+    files: dict[str, Path]
+    accuracy: dict[str, dict[str, float]]
+    wall_s: dict[str, float]
+    settings_hash: str
+    reused: bool = False
+    methods: tuple[str, ...] = field(default=())
+
+    def table(self) -> str:
+        """The accuracy table as aligned text, one row per line."""
+        tasks = list(next(iter(self.accuracy.values())))
+        lines = ["".join([f"{'':<10}"] + [f"{t:>11}" for t in tasks])]
+        for row, accs in self.accuracy.items():
+            lines.append("".join([f"{row:<10}"] + [f"{accs[t]:>11.3f}" for t in tasks]))
+        return "\n".join(lines)
+
+
+@dataclass
+class _Run:
+    """What every method's training shares within one run."""
+
+    config: RecipeConfig
+    out_dir: Path
+    device: torch.device
+    encoder: torch.nn.Module  # the pretrained encoder, never trained itself
+    tasks: tuple[TaskData, ...]
+    pad_id: int
+    train: dict[str, Encoded]
+    test: dict[str, Encoded]
+    schedule: list[dict[str, list[int]]]
+    progress: Progress
+
+    def new_model(self) -> MultiTaskModel:
+        """A copy of the pretrained encoder with heads from the seeded global generator."""
+        torch.manual_seed(self.config.seed)
+        sizes = {t.name: len(t.labels) for t in self.tasks}
+        return MultiTaskModel(copy.deepcopy(self.encoder), sizes)
+
+    def eval_kwargs(self) -> dict[str, object]:
+        return {
+            "pad_id": self.pad_id,
+            "batch_size": self.config.eval_batch_size,
+            "device": self.device,
+        }
+
+
+def run_recipe(
+    config: RecipeConfig,
+    out_dir: Path,
+    *,
+    progress: Progress | None = None,
+    reuse: bool = True,
+) -> RecipeResult:
+    """Fine-tune all-MiniLM-L6-v2 on the task mix with each method; write the checkpoints.
+
+    Args:
+        config: What to train and for how long (:meth:`RecipeConfig.quick` for a smoke run).
+        out_dir: Output folder (created if missing); the file layout is in the module docstring.
+        progress: Called with one-line messages (phase, step counts per method, accuracies).
+        reuse: When ``out_dir`` holds a complete run whose ``log.json`` has the same settings
+            hash, return it without training.
+
+    Returns:
+        The paths written and the accuracy table.
+
+    Raises:
+        MissingDependencyError: A package of the ``demo`` extra is missing.
+        OptionError: ``device="cuda"`` without CUDA, or adapter targets that differ.
+    """
+    out_dir = Path(out_dir)
+    say = progress or (lambda _msg: None)
+    if reuse and (log := read_complete_log(out_dir, config.settings_hash())) is not None:
+        say(f"reusing the complete run in {out_dir} (settings {config.settings_hash()})")
+        return _result_from_log(out_dir, log, reused=True)
+    (out_dir / LOG_NAME).unlink(missing_ok=True)  # the folder no longer holds a complete run
+    with _torch_threads(config.num_threads) as threads:
+        log = _train_all(config, out_dir, say, threads)
+    files.write_json(out_dir / LOG_NAME, log)
+    return _result_from_log(out_dir, log, reused=False)
+
+
+def _train_all(config: RecipeConfig, out_dir: Path, say: Progress, threads: int) -> dict:
+    """Load, write the base, probe, train each method; return the log (not yet written)."""
+    t0 = time.perf_counter()
+    wall: dict[str, float] = {}
+    say(f"loading {BASE_MODEL_NAME} and building the task mix")
+    run = _setup(config, out_dir, say)
+    wall["load"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    say("before: linear probe on the frozen base encoder")
+    before = probe_accuracy(
+        run.new_model().to(run.device),
+        run.train,
+        run.test,
+        steps=config.probe_steps,
+        **run.eval_kwargs(),
+    )
+    wall["before"] = time.perf_counter() - t
+    entries, targets = {}, {}
+    for method in config.methods:
+        entries[method], targets[method] = _train_method(method, run)
+        wall[method] = entries[method]["wall_s"]
+    if "lora" in targets and "multilora" in targets:
+        check_same_targets(targets["lora"], targets["multilora"])
+    wall["total"] = time.perf_counter() - t0
+    return build_log(config, run.tasks, before, entries, wall, run.device, threads)
+
+
+def _setup(config: RecipeConfig, out_dir: Path, say: Progress) -> _Run:
+    device = _resolve_device(config.device)
+    tasks = build_tasks(config)
+    tokenizer, encoder = load_base()
+    base = encoder.state_dict()  # pooler excluded (see model.py); float32
+    meta = {"base_model": BASE_MODEL_NAME, "pooling": "mean"}
+    files.write_safetensors(out_dir / "base.safetensors", base, meta)
+    files.write_torch_state_dict(out_dir / "base.pt", base)
+    say(f"wrote base.safetensors and base.pt ({len(base)} tensors); device {device}")
+    train_data, test_data = encode_tasks(tokenizer, tasks, config.max_length)
+    sizes = {name: len(d.ids) for name, d in train_data.items()}
+    schedule = batch_schedule(sizes, config.steps, config.batch_per_task, config.seed)
+    pad_id = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
+    return _Run(
+        config, out_dir, device, encoder, tasks, pad_id, train_data, test_data, schedule, say
+    )
+
+
+def _train_method(method: Method, run: _Run) -> tuple[dict, list[str]]:
+    """Prepare, train, evaluate and save one method. Returns (log entry, adapted modules)."""
+    config = run.config
+    model = run.new_model()
+    if method == "full":
+        prepare_full(model)
+        targets: list[str] = []
+    elif method == "lora":
+        targets = prepare_lora(model, config)
+    else:
+        targets = prepare_multilora(model, config)
+    lr = config.lr_full if method == "full" else config.lr_adapter
+    model.to(run.device)
+    stats = train(
+        model, lr, run.train, run.schedule, config,
+        pad_id=run.pad_id, device=run.device, label=method, progress=run.progress,
+    )  # fmt: skip
+    acc = accuracy(model, run.test, **run.eval_kwargs())
+    run.progress(
+        f"{method}: held-out accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
+    )
+    _save_method(method, model, run)
+    entry = method_entry(stats, acc, lr, n_trainable_encoder(model), targets)
+    return entry, targets
+
+
+def _save_method(method: Method, model: MultiTaskModel, run: _Run) -> None:
+    dest = run.out_dir / files.ENCODER_FILES[method]
+    if method == "full":
+        files.write_safetensors(dest, model.encoder.state_dict(), {"base_model": BASE_MODEL_NAME})
+    elif method == "lora":
+        files.write_peft_adapter(model.encoder, dest)
+    else:
+        from spectra.multilora import save_multilora
+
+        save_multilora(
+            model.encoder, dest, multilora_config(run.config), base_model=BASE_MODEL_NAME
+        )
+    labels = {t.name: t.labels for t in run.tasks}
+    files.write_heads(
+        run.out_dir / "heads" / f"{method}.safetensors", model.head_state(), labels, method
+    )
+
+
+def _result_from_log(out_dir: Path, log: dict, *, reused: bool) -> RecipeResult:
+    return RecipeResult(
+        out_dir=out_dir,
+        files={k: out_dir / v for k, v in log["files"].items()},
+        accuracy=log["accuracy"],
+        wall_s=log["wall_s"],
+        settings_hash=log["settings_hash"],
+        reused=reused,
+        methods=tuple(log["methods"]),
+    )
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise OptionError("CUDA is not available here; use device='cpu' or 'auto'", key="device")
+    return torch.device(device)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[int]:
+    """Set torch's intra-op threads for the run (None: every available core); restore after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or available_cores())
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def log_json(result: RecipeResult) -> dict:
+    """The run's ``log.json`` as a dict."""
+    return json.loads(result.files["log"].read_text(encoding="utf-8"))

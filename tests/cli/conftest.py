@@ -1,0 +1,108 @@
+"""Real checkpoints of a tiny BERT for CLI tests: base, full fine-tune, PEFT LoRA, MultiLoRA."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+TARGETS = ("query", "value")
+
+
+@dataclass(frozen=True)
+class Ckpts:
+    base: Path
+    full: Path
+    lora: Path
+    multilora: Path
+
+
+def _tiny_bert():
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=16,
+    )
+    torch.manual_seed(0)
+    return BertModel(cfg, add_pooling_layer=False)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> Ckpts:
+    from peft import LoraConfig, get_peft_model
+
+    from spectra.multilora.format import MultiLoRAFileConfig, write_multilora
+
+    root = tmp_path_factory.mktemp("ckpts")
+    model = _tiny_bert()
+    base_sd = _state(model)
+    save_file(base_sd, root / "base.safetensors")
+
+    g = torch.Generator().manual_seed(1)
+    full_sd = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in base_sd.items()}
+    save_file(full_sd, root / "full.safetensors")
+
+    peft_model = get_peft_model(_tiny_bert(), LoraConfig(r=4, lora_alpha=8, target_modules=list(TARGETS)))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    peft_model.save_pretrained(root / "lora")
+
+    tensors = {}
+    n, r = 3, 2
+    for layer in range(2):
+        for t in TARGETS:
+            m = f"encoder.layer.{layer}.attention.self.{t}"
+            tensors[m + ".multilora_A"] = torch.randn(n, r, 32, generator=g)
+            tensors[m + ".multilora_B"] = torch.randn(n, 32, r, generator=g)
+            tensors[m + ".multilora_scaling"] = torch.randn(n, 32, generator=g)
+    write_multilora(
+        root / "multilora.safetensors", tensors,
+        MultiLoRAFileConfig(r=r, n=n, lora_alpha=4.0, target_modules=TARGETS),
+    )
+    return Ckpts(root / "base.safetensors", root / "full.safetensors", root / "lora", root / "multilora.safetensors")
+
+
+def tree_hash(path: Path) -> str:
+    """Hash of every file under path (or the file itself): inputs must never change."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path.parent)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run the real entry point in-process: returns exit code, stdout, stderr."""
+    from spectra_cli.app import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        cap = capsys.readouterr()
+        return CliResult(code, cap.out, cap.err)
+
+    return run

@@ -1,0 +1,167 @@
+"""Exact spectra: dense and factored SVD against chosen singular values and float64 references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spectra.engine import Spectrum, spectrum, svd_dense, svd_factored
+from spectra.engine.device import resolve_device
+from spectra.errors import OptionError
+from spectra.update import ModuleUpdate
+
+CHOSEN = [9.0, 5.0, 2.5, 1.0, 0.25]
+# Absolute tolerance on σ relative to σ_1, per compute dtype (backward-stable SVD: ~eps·σ_1).
+REL_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((got.double() - ref.double()).abs().max() / ref.double().abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(40, 25), (25, 40)])
+@pytest.mark.parametrize("backend", ["torch", "scipy"])
+def test_dense_recovers_chosen_values(with_spectrum, dtype, shape, backend):
+    a, _, _ = with_spectrum(CHOSEN, *shape, seed=1)
+    s, u, v = svd_dense(a.to(dtype), backend=backend)
+    expected = torch.tensor(CHOSEN + [0.0] * (min(shape) - len(CHOSEN)), dtype=torch.float64)
+    assert s.dtype == dtype and u is None and v is None
+    assert len(s) == min(shape)
+    assert _rel_err(s, expected) < REL_TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_factored_recovers_chosen_values(with_spectrum, dtype):
+    _, u, v = with_spectrum(CHOSEN, 50, 30, seed=2)
+    left = (u * torch.tensor(CHOSEN, dtype=torch.float64)).to(dtype)  # (50, 5)
+    right = v.T.to(dtype)  # (5, 30)
+    spec = spectrum(ModuleUpdate("m", (50, 30), left=left, right=right))
+    assert spec.values.dtype == dtype
+    assert _rel_err(spec.values, torch.tensor(CHOSEN)) < REL_TOL[dtype]
+    assert (spec.full_size, spec.structural_zeros) == (30, 25)
+
+
+@pytest.mark.parametrize(
+    ("out", "inp", "inner"),
+    [(64, 48, 8), (48, 64, 8), (30, 20, 48), (20, 30, 48), (33, 17, 1), (17, 17, 17)],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_factored_equals_dense(out, inp, inner, dtype):
+    gen = torch.Generator().manual_seed(out * inp + inner)
+    left = torch.randn(out, inner, generator=gen, dtype=dtype)
+    right = torch.randn(inner, inp, generator=gen, dtype=dtype)
+    ref = torch.linalg.svdvals(left.double() @ right.double())  # (min(out, in),) float64
+    s, _, _ = svd_factored(left, right)
+    m = min(out, inp, inner)
+    assert len(s) == m
+    assert _rel_err(s, ref[:m]) < REL_TOL[dtype]
+    if m < len(ref):  # the rest are truly structural zeros
+        assert float(ref[m:].abs().max()) < 1e-12 * float(ref[0])
+
+
+def test_structural_zeros_and_full():
+    gen = torch.Generator().manual_seed(3)
+    left, right = torch.randn(64, 8, generator=gen), torch.randn(8, 48, generator=gen)
+    spec = spectrum(ModuleUpdate("m", (64, 48), left=left, right=right))
+    full = spec.full()
+    assert (len(spec.values), spec.structural_zeros, spec.full_size) == (8, 40, 48)
+    assert full.shape == (48,) and torch.equal(full[8:], torch.zeros(40))
+    assert torch.equal(full[:8], spec.values)
+    wide = spectrum(ModuleUpdate("m", (20, 10), left=torch.randn(20, 16), right=torch.randn(16, 10)))
+    assert (len(wide.values), wide.structural_zeros) == (10, 0)
+
+
+def test_dense_spectrum_has_no_structural_zeros(with_spectrum):
+    a, _, _ = with_spectrum([3.0, 1.0], 12, 9, seed=4)
+    spec = spectrum(ModuleUpdate("m", (12, 9), dense=a))
+    assert (len(spec.values), spec.structural_zeros, spec.shape) == (9, 0, (12, 9))
+    assert float(spec.values[2:].abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("factored", [False, True])
+def test_top_vectors_match_chosen_ones(with_spectrum, factored):
+    a, u, v = with_spectrum(CHOSEN, 40, 30, seed=5)
+    if factored:
+        upd = ModuleUpdate("m", (40, 30), left=u * torch.tensor(CHOSEN, dtype=torch.float64), right=v.T)
+    else:
+        upd = ModuleUpdate("m", (40, 30), dense=a)
+    spec = spectrum(upd, vectors=3)
+    assert spec.U is not None and spec.V is not None
+    assert spec.U.shape == (40, 3) and spec.V.shape == (30, 3)
+    # Distinct singular values: each vector is the chosen one up to sign.
+    assert torch.allclose((spec.U.T @ u[:, :3]).abs(), torch.eye(3, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose((spec.V.T @ v[:, :3]).abs(), torch.eye(3, dtype=torch.float64), atol=1e-10)
+    # The signs pair up: Uᵀ ΔW V = diag(σ_1..3).
+    assert torch.allclose(spec.U.T @ a @ spec.V, torch.diag(torch.tensor(CHOSEN[:3])).double(), atol=1e-10)
+
+
+def test_vectors_are_clipped_to_rank():
+    gen = torch.Generator().manual_seed(6)
+    s, u, v = svd_factored(torch.randn(20, 4, generator=gen), torch.randn(4, 10, generator=gen), vectors=99)
+    assert u is not None and v is not None
+    assert u.shape == (20, 4) and v.shape == (10, 4) and len(s) == 4
+
+
+def test_zero_inner_rank():
+    upd = ModuleUpdate("m", (7, 5), left=torch.zeros(7, 0), right=torch.zeros(0, 5))
+    spec = spectrum(upd, vectors=2)
+    assert len(spec.values) == 0 and spec.structural_zeros == 5
+    assert spec.U is not None and spec.U.shape == (7, 0)
+    assert torch.equal(spec.full(), torch.zeros(5))
+
+
+@pytest.mark.parametrize("factored", [False, True])
+def test_all_zero_update(factored):
+    if factored:
+        upd = ModuleUpdate("m", (9, 6), left=torch.zeros(9, 3), right=torch.randn(3, 6))
+    else:
+        upd = ModuleUpdate("m", (9, 6), dense=torch.zeros(9, 6))
+    spec = spectrum(upd, vectors=2)
+    assert spec.finite and float(spec.values.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("factored", [False, True])
+def test_nonfinite_update_gives_nan_values(factored):
+    bad = torch.ones(6, 4)
+    bad[1, 2] = float("nan")
+    if factored:
+        upd = ModuleUpdate("m", (6, 5), left=bad, right=torch.ones(4, 5))
+    else:
+        upd = ModuleUpdate("m", (6, 4), dense=bad)
+    spec = spectrum(upd, vectors=2)
+    assert not spec.finite and spec.U is None
+    assert len(spec.values) == 4 and bool(torch.isnan(spec.values).all())
+
+
+def test_half_precision_is_widened(with_spectrum):
+    a, _, _ = with_spectrum([4.0, 2.0, 1.0], 16, 12, seed=7)
+    spec = spectrum(ModuleUpdate("m", (16, 12), dense=a.to(torch.bfloat16)))
+    ref = torch.linalg.svdvals(a.to(torch.bfloat16).double())  # exact σ of the stored bf16 matrix
+    assert spec.values.dtype == torch.float32
+    assert _rel_err(spec.values, ref) < 1e-5
+
+
+def test_scipy_backend_leaves_input_untouched(with_spectrum):
+    a = with_spectrum(CHOSEN, 20, 20, seed=8)[0].float()
+    before = a.clone()
+    svd_dense(a, backend="scipy")
+    assert torch.equal(a, before)
+
+
+def test_spectrum_checks_consistency():
+    with pytest.raises(ValueError, match="full_size"):
+        Spectrum(values=torch.ones(3), full_size=5, structural_zeros=1)
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(OptionError, match="unknown device"):
+        resolve_device("gpu0")
+    with pytest.raises(OptionError, match="not supported"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(OptionError, match="no usable CUDA"):
+            resolve_device("cuda")
+        with pytest.raises(OptionError):
+            spectrum(ModuleUpdate("m", (3, 3), dense=torch.eye(3)), device="cuda")
