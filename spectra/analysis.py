@@ -1,18 +1,24 @@
 """Compare the updates of several checkpoints against one base: the data behind every
 table, figure and verdict spectra produces.
 
-:func:`analyze` walks the modules one at a time (memory does not grow with their number):
-for each module it loads ΔW from every checkpoint, computes the exact spectrum and the
-dominance metrics, the similarity of every pair of methods' top-k singular subspaces, and,
-with the base weight at hand, the amplification factor and intruder dimensions. The result is
-a JSON-able dict (schema in the README, section "JSON output"), which is also what
-``spectra compare --json`` writes and what the plotters, the report and ``diagnose`` read.
+:func:`analyze` opens every checkpoint (headers only), picks the modules, and hands each module
+to an executor (:mod:`spectra.parallel`: this process, a process pool, or a Dask cluster);
+:func:`spectra.analysis_module.analyze_module` computes that module's rows: for every
+checkpoint the exact spectrum and the dominance metrics, the similarity of every pair of
+methods' top-k singular subspaces, and, with the base weight at hand, the amplification factor
+and intruder dimensions. Modules are processed one at a time per worker and every ΔW is
+released after use, so memory does not grow with the number of modules. The result is a
+JSON-able dict (schema in the README, section "JSON output"), which is also what
+``spectra compare --json`` writes and what the plotters, the report and ``diagnose`` read; it
+is the same, byte for byte once dumped, whichever executor ran it (at equal thread counts per
+SVD: LAPACK's results can depend on its thread count in the last bits).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,23 +27,39 @@ from typing import Any, Literal
 import torch
 
 import spectra
-from spectra.engine.against_base import (
-    DENSE_AMPLIFICATION_RANK,
-    amplification_factor,
-    intruder_dimensions,
+from spectra.analysis_module import (
+    Input,
+    ModuleContext,
+    Rows,
+    analyze_module,
+    jsonable,
+    module_cost,
+    module_layer,
 )
 from spectra.engine.device import resolve_device
-from spectra.engine.metrics import dominance_metrics
-from spectra.engine.subspace import grassmann_distance, group_similarity, phi_grid, principal_angles
-from spectra.engine.svd import Spectrum, spectrum
+from spectra.engine.randomized import DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERS
 from spectra.errors import OptionError
 from spectra.io.source import TensorSource
 from spectra.loaders import LoadOptions, open_checkpoint, open_tensors
 from spectra.loaders.base import CheckpointReader
-from spectra.update import Kind, ModuleUpdate
+from spectra.loaders.stream import release_staging
+from spectra.parallel import Executor
+from spectra.update import Kind
 
 Progress = Callable[[int, int, str], None]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_SVD_METHODS = ("exact", "randomized")
+
+# kept importable from here (the plotters' tests and older callers use these names)
+__all__ = [
+    "AnalysisOptions",
+    "Progress",
+    "analyze",
+    "default_labels",
+    "module_layer",
+    "open_inputs",
+    "summarize",
+]
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,7 @@ class AnalysisOptions:
     Attributes:
         top_k: Size of the singular subspaces compared by φ(i, j), i, j ≤ top_k. Per pair the
             grid is cut to the number of singular vectors both updates have (k in the output).
+            With ``svd="randomized"`` also the number of singular values computed.
         modules: Regular expression; only module paths it matches (``re.search``) are analysed.
         dtype: ``"float32"`` (default) or ``"float64"``; every operand is widened to it first.
         device: ``"cpu"`` (default) or ``"cuda"``/``"cuda:N"`` (refused when not present).
@@ -55,6 +78,15 @@ class AnalysisOptions:
         intruder_k: How many top singular vectors of W0 + ΔW are tested for intrusion.
         intruder_eps: A vector is an intruder when its max |cos| with W0's left singular
             vectors is below this.
+        similarity: Compare the top-k singular subspaces of every pair of checkpoints (φ,
+            principal angles). Without it no singular vectors are computed for the spectra:
+            singular values only, the fastest exact route.
+        svd: ``"exact"`` (default): every singular value, LAPACK. ``"randomized"``: dense
+            updates get their top ``top_k`` values and vectors by randomized subspace iteration
+            (approximate; see :mod:`spectra.engine.randomized`); factored ones stay exact.
+        oversample: p of the randomized SVD (extra random columns).
+        power_iters: q of the randomized SVD (power iterations).
+        seed: Seed of the randomized SVD's test matrix.
     """
 
     top_k: int = 16
@@ -64,6 +96,11 @@ class AnalysisOptions:
     against_base: bool = True
     intruder_k: int = 10
     intruder_eps: float = 0.5
+    similarity: bool = True
+    svd: Literal["exact", "randomized"] = "exact"
+    oversample: int = DEFAULT_OVERSAMPLE
+    power_iters: int = DEFAULT_POWER_ITERS
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -79,17 +116,17 @@ class AnalysisOptions:
             raise OptionError(f"--intruder-eps must be in (0, 1), got {self.intruder_eps}")
         if self.intruder_k < 1:
             raise OptionError(f"--intruder-k must be at least 1, got {self.intruder_k}")
+        if self.svd not in _SVD_METHODS:
+            raise OptionError(f"--svd must be exact or randomized, got {self.svd!r}")
+        if self.oversample < 0 or self.power_iters < 0:
+            raise OptionError(
+                f"--oversample and --power-iters must be >= 0, got {self.oversample}, "
+                f"{self.power_iters}"
+            )
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return _DTYPES[self.dtype]
-
-
-@dataclass
-class _Input:
-    label: str
-    path: Path
-    reader: CheckpointReader
 
 
 def default_labels(paths: Sequence[str | Path]) -> list[str]:
@@ -108,21 +145,6 @@ def default_labels(paths: Sequence[str | Path]) -> list[str]:
     return labels
 
 
-def module_layer(module: str) -> tuple[int | None, str]:
-    """Layer index and module type of a module path.
-
-    The layer is the first all-digit path component; the type is the path after it
-    (``encoder.layer.3.attention.self.query`` → (3, ``attention.self.query``)); a path with no
-    digit component has layer None and is its own type.
-    """
-    parts = module.split(".")
-    for i, part in enumerate(parts):
-        if part.isdigit():
-            rest = ".".join(parts[i + 1 :])
-            return int(part), rest or module
-    return None, module
-
-
 def open_inputs(
     base: str | Path | None,
     checkpoints: Sequence[str | Path],
@@ -132,7 +154,7 @@ def open_inputs(
     options: AnalysisOptions = AnalysisOptions(),
     lora_alpha: float | None = None,
     lora_scale: float | None = None,
-) -> tuple[TensorSource | None, list[_Input]]:
+) -> tuple[TensorSource | None, list[Input]]:
     """Open the base and every checkpoint (kind detected unless given). Nothing is computed."""
     if labels is not None and len(labels) != len(checkpoints):
         raise OptionError(
@@ -149,8 +171,79 @@ def open_inputs(
             dtype=options.torch_dtype, kind=kind, lora_alpha=lora_alpha, lora_scale=lora_scale
         )
         reader = open_checkpoint(path, base=base_src, options=load)
-        inputs.append(_Input(label=label, path=Path(path), reader=reader))
+        inputs.append(Input(label=label, path=Path(path), reader=reader))
     return base_src, inputs
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a worker needs to open the inputs itself (picklable; readers are not)."""
+
+    base: str | None
+    checkpoints: tuple[str, ...]
+    labels: tuple[str, ...]
+    kinds: tuple[Kind | None, ...]
+    options: AnalysisOptions
+    lora_alpha: float | None
+    lora_scale: float | None
+
+    def open(self) -> ModuleContext:
+        return _open_context(
+            self.base,
+            self.checkpoints,
+            labels=self.labels,
+            kinds=self.kinds,
+            options=self.options,
+            lora_alpha=self.lora_alpha,
+            lora_scale=self.lora_scale,
+        )
+
+
+def _open_context(
+    base: str | Path | None,
+    checkpoints: Sequence[str | Path],
+    *,
+    labels: Sequence[str] | None,
+    kinds: Sequence[Kind | None] | None,
+    options: AnalysisOptions,
+    lora_alpha: float | None,
+    lora_scale: float | None,
+) -> ModuleContext:
+    base_src, inputs = open_inputs(
+        base,
+        checkpoints,
+        labels=labels,
+        kinds=kinds,
+        options=options,
+        lora_alpha=lora_alpha,
+        lora_scale=lora_scale,
+    )
+    return ModuleContext(
+        options=options,
+        device=resolve_device(options.device),
+        base=base_src,
+        inputs=inputs,
+        modules_of={i.label: {m.module for m in i.reader.modules()} for i in inputs},
+    )
+
+
+@dataclass(frozen=True)
+class _ModuleTask:
+    plan: _Plan
+    module: str
+
+
+# In a worker process (or Dask worker thread): the inputs of the latest plan, opened once.
+_worker = threading.local()
+
+
+def _run_task(task: _ModuleTask) -> tuple[Rows, Rows]:
+    """The executor's work function: open the plan's inputs once per worker, do one module."""
+    cached = getattr(_worker, "opened", None)
+    if cached is None or cached[0] != task.plan:
+        _worker.opened = None  # close the previous plan's files first
+        _worker.opened = (task.plan, task.plan.open())
+    return analyze_module(_worker.opened[1], task.module)
 
 
 def analyze(
@@ -163,6 +256,7 @@ def analyze(
     lora_alpha: float | None = None,
     lora_scale: float | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Spectra, metrics and pairwise subspace similarity of every module of every checkpoint.
 
@@ -175,12 +269,14 @@ def analyze(
         lora_alpha: α for LoRA files that do not store it.
         lora_scale: Full scaling s for LoRA files that do not store α.
         progress: Called as ``progress(done, total, module)`` after each module.
+        executor: Where modules run (:func:`spectra.parallel.make_executor`); None: here, one
+            after the other. Other executors get the largest modules first and reopen the
+            files in each worker; the result is the same.
 
     Returns:
         The result dict (README, "JSON output"); JSON-serialisable, NaN written as None.
     """
-    device = resolve_device(options.device)
-    base_src, inputs = open_inputs(
+    ctx = _open_context(
         base,
         checkpoints,
         labels=labels,
@@ -189,220 +285,123 @@ def analyze(
         lora_alpha=lora_alpha,
         lora_scale=lora_scale,
     )
-    per_input = {inp.label: {m.module for m in inp.reader.modules()} for inp in inputs}
-    pattern = re.compile(options.modules) if options.modules else None
-    all_modules = sorted(set().union(*per_input.values()))
-    if pattern is not None:
-        all_modules = [m for m in all_modules if pattern.search(m)]
-    if not all_modules:
-        raise OptionError(_no_modules_message(inputs, options.modules))
-
-    module_rows: list[dict[str, Any]] = []
-    similarity_rows: list[dict[str, Any]] = []
-    for done, module in enumerate(all_modules, start=1):
-        present = [inp for inp in inputs if module in per_input[inp.label]]
-        w0 = _base_weight(base_src, module, options) if options.against_base else None
-        spectra_here: dict[str, Spectrum] = {}
-        for inp in present:
-            update = inp.reader.update(module)
-            row, spec = _analyze_update(update, inp, w0, options, device)
-            module_rows.append(row)
-            if spec is not None:
-                spectra_here[inp.label] = spec
-        similarity_rows.extend(_pair_similarity(module, present, spectra_here, options))
-        if progress is not None:
-            progress(done, len(all_modules), module)
-
+    # workers reopen the files: absolute paths, as their working directory may differ
+    plan = _Plan(
+        base=None if base is None else str(Path(base).absolute()),
+        checkpoints=tuple(str(Path(c).absolute()) for c in checkpoints),
+        labels=tuple(i.label for i in ctx.inputs),
+        kinds=tuple(kinds) if kinds is not None else (None,) * len(checkpoints),
+        options=options,
+        lora_alpha=lora_alpha,
+        lora_scale=lora_scale,
+    )
+    modules = _select_modules(ctx)
+    try:
+        per_module = _run_modules(ctx, plan, modules, executor, progress)
+    finally:
+        release_staging()
+    module_rows = [row for rows, _ in per_module for row in rows]
+    similarity_rows = [row for _, sims in per_module for row in sims]
     return {
         "spectra_version": spectra.__version__,
-        "settings": {
-            "dtype": options.dtype,
-            "device": str(device),
-            "top_k": options.top_k,
-            "modules": options.modules,
-            "against_base": options.against_base and base_src is not None,
-            "intruder_k": options.intruder_k,
-            "intruder_eps": options.intruder_eps,
-        },
+        "settings": _settings(
+            options, ctx.device, against_base=options.against_base and ctx.base is not None
+        ),
         "base": None if base is None else {"path": str(base)},
         "inputs": [
             {
                 "label": i.label,
                 "path": str(i.path),
                 "kind": i.reader.kind,
-                "config": _jsonable(i.reader.config),
+                "config": jsonable(i.reader.config),
             }
-            for i in inputs
+            for i in ctx.inputs
         ],
         "modules": module_rows,
         "similarity": similarity_rows,
         "summary": summarize(
-            inputs_meta=[(i.label, i.reader.kind) for i in inputs],
+            inputs_meta=[(i.label, i.reader.kind) for i in ctx.inputs],
             modules=module_rows,
             similarity=similarity_rows,
         ),
-        "skipped": {i.label: _report_dict(i.reader) for i in inputs},
+        "skipped": {i.label: _report_dict(i.reader) for i in ctx.inputs},
     }
 
 
-def _no_modules_message(inputs: list[_Input], regex: str | None) -> str:
+def _select_modules(ctx: ModuleContext) -> list[str]:
+    """Every module of any checkpoint, sorted, filtered by ``options.modules``."""
+    all_modules = sorted(set().union(*ctx.modules_of.values()))
+    regex = ctx.options.modules
+    if regex:
+        pattern = re.compile(regex)
+        all_modules = [m for m in all_modules if pattern.search(m)]
+    if not all_modules:
+        raise OptionError(_no_modules_message(ctx.inputs, regex))
+    return all_modules
+
+
+def _run_modules(
+    ctx: ModuleContext,
+    plan: _Plan,
+    modules: list[str],
+    executor: Executor | None,
+    progress: Progress | None,
+) -> list[tuple[Rows, Rows]]:
+    """Each module's (rows, similarity rows), in ``modules`` order, whoever computed them."""
+    total = len(modules)
+    results: list[tuple[Rows, Rows] | None] = [None] * total
+    if executor is None or executor.kind == "serial":
+        order = list(range(total))
+        outputs = (analyze_module(ctx, m) for m in modules)  # the files opened here
+    else:
+        # largest first, so one big module does not finish last while the others idle
+        costs = _module_costs(ctx)
+        order = sorted(range(total), key=lambda i: (-costs.get(modules[i], 0), i))
+        outputs = executor.map(_run_task, [_ModuleTask(plan, modules[i]) for i in order])
+    for done, (i, out) in enumerate(zip(order, outputs, strict=True), start=1):
+        results[i] = out
+        if progress is not None:
+            progress(done, total, modules[i])
+    return [r for r in results if r is not None]
+
+
+def _module_costs(ctx: ModuleContext) -> dict[str, int]:
+    """module → summed cost of its spectra over the checkpoints (from shapes, no data)."""
+    costs: dict[str, int] = {}
+    for inp in ctx.inputs:
+        for info in inp.reader.modules():
+            costs[info.module] = costs.get(info.module, 0) + module_cost(info.shape, info.rank)
+    return costs
+
+
+def _settings(
+    options: AnalysisOptions, device: torch.device, *, against_base: bool
+) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "dtype": options.dtype,
+        "device": str(device),
+        "top_k": options.top_k,
+        "modules": options.modules,
+        "against_base": against_base,
+        "intruder_k": options.intruder_k,
+        "intruder_eps": options.intruder_eps,
+        "similarity": options.similarity,
+        "svd": options.svd,
+    }
+    if options.svd == "randomized":
+        settings.update(
+            oversample=options.oversample, power_iters=options.power_iters, seed=options.seed
+        )
+    return settings
+
+
+def _no_modules_message(inputs: list[Input], regex: str | None) -> str:
     names = sorted({m.module for i in inputs for m in i.reader.modules()})
     sample = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
     if regex:
         return f"--modules {regex!r} matches none of the {len(names)} modules (e.g. {sample})"
     paths = ", ".join(str(i.path) for i in inputs)
     return f"no adapted 2-D weights found in {paths}"
-
-
-def _base_weight(
-    base_src: TensorSource | None, module: str, options: AnalysisOptions
-) -> torch.Tensor | None:
-    """W0 of a module widened to the compute dtype, or None when the base lacks it."""
-    if base_src is None:
-        return None
-    key = module + ".weight"
-    if key not in base_src:
-        return None
-    w0 = base_src.get(key)
-    if w0.ndim < 2:
-        return None
-    # widen before anything else; conv kernels are flattened like their ΔW: (out, in·kh·kw)
-    return w0.to(dtype=options.torch_dtype).reshape(w0.shape[0], -1)
-
-
-def _analyze_update(
-    update: ModuleUpdate,
-    inp: _Input,
-    w0: torch.Tensor | None,
-    options: AnalysisOptions,
-    device: torch.device,
-) -> tuple[dict[str, Any], Spectrum | None]:
-    """One row of ``modules`` and the spectrum (with top-k vectors) kept for similarity."""
-    layer, mtype = module_layer(update.module)
-    row: dict[str, Any] = {
-        "module": update.module,
-        "label": inp.label,
-        "kind": inp.reader.kind,
-        "layer": layer,
-        "module_type": mtype,
-        "shape": list(update.shape),
-        "rank": update.inner_rank,
-        "notes": list(update.notes),
-    }
-    if not _finite(update):
-        row.update(
-            singular_values=[],
-            structural_zeros=0,
-            metrics=None,
-            base_metrics=None,
-            multilora=None,
-            nonfinite=True,
-        )
-        row["notes"].append("ΔW has NaN/Inf entries: left out of every mean and figure")
-        return row, None
-    spec = spectrum(update, vectors=options.top_k, device=device)
-    metrics = dominance_metrics(spec, shape=update.shape)
-    row.update(
-        singular_values=[float(v) for v in spec.values.tolist()],
-        structural_zeros=int(spec.structural_zeros),
-        metrics=_jsonable(metrics),
-        base_metrics=_base_metrics(update, w0, options, device) if w0 is not None else None,
-        multilora=_multilora_block(update) if update.groups else None,
-        nonfinite=False,
-    )
-    if metrics.get("spectral_norm") == 0.0:
-        row["notes"].append("ΔW = 0: this module did not change (metrics defined as 0, no φ)")
-    return row, spec
-
-
-def _finite(update: ModuleUpdate) -> bool:
-    tensors = [update.dense] if update.dense is not None else [update.left, update.right]
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
-
-
-def _base_metrics(
-    update: ModuleUpdate, w0: torch.Tensor, options: AnalysisOptions, device: torch.device
-) -> dict[str, Any] | None:
-    if tuple(w0.shape) != tuple(update.shape):
-        return None
-    # r: the inner rank of a factored update, 16 for a dense one (the engine's default)
-    r = min(update.inner_rank if update.factored else DENSE_AMPLIFICATION_RANK, min(update.shape))
-    amp = amplification_factor(update, w0, r, device=device)
-    intr = intruder_dimensions(
-        w0, update, k=options.intruder_k, eps=options.intruder_eps, device=device
-    )
-    return _jsonable(
-        {
-            "amplification": amp,
-            "amplification_r": r,
-            "intruder_count": intr.count,
-            "intruder_energy": intr.energy_share,
-            "intruder_k": intr.k,
-            "intruder_eps": intr.eps,
-            "intruder_max_cos": [float(c) for c in intr.max_cos],
-        }
-    )
-
-
-def _multilora_block(update: ModuleUpdate) -> dict[str, Any]:
-    phi_left, phi_right = group_similarity(update)
-    s = update.scaling
-    block: dict[str, Any] = {
-        "n": len(update.groups),
-        "r": int(update.groups[0]),
-        "phi_left": phi_left.tolist(),
-        "phi_right": phi_right.tolist(),
-        "scaling_norms": [],
-        "scaling": [],
-    }
-    if s is not None:
-        s64 = s.detach().to("cpu", torch.float64)
-        norms = s64.reshape(len(update.groups), -1).norm(dim=1)
-        block["scaling_norms"] = norms.tolist()
-        block["scaling"] = s64.tolist()
-    return _jsonable(block)
-
-
-def _pair_similarity(
-    module: str, present: list[_Input], spectra_here: dict[str, Spectrum], options: AnalysisOptions
-) -> list[dict[str, Any]]:
-    """φ grids, principal angles and Grassmann distance for every pair (a before b)."""
-    rows = []
-    labels = [i.label for i in present if i.label in spectra_here]
-    for ia, a in enumerate(labels):
-        for b in labels[ia + 1 :]:
-            sa, sb = spectra_here[a], spectra_here[b]
-            for side in ("left", "right"):
-                ua = sa.U if side == "left" else sa.V
-                ub = sb.U if side == "left" else sb.V
-                if ua is None or ub is None:
-                    continue
-                k = min(options.top_k, _support(sa), _support(sb), ua.shape[1], ub.shape[1])
-                if k < 1:
-                    continue
-                ua, ub = ua[:, :k], ub[:, :k]
-                rows.append(
-                    {
-                        "module": module,
-                        "a": a,
-                        "b": b,
-                        "side": side,
-                        "k": k,
-                        "phi": _jsonable(phi_grid(ua, ub).tolist()),
-                        "principal_angles": _jsonable(principal_angles(ua, ub).tolist()),
-                        "grassmann_distance": _jsonable(float(grassmann_distance(ua, ub))),
-                    }
-                )
-    return rows
-
-
-def _support(spec: Spectrum) -> int:
-    """Number of singular vectors that span ΔW's range (σ > 0): beyond it they are arbitrary."""
-    vals = spec.values
-    if vals.numel() == 0 or float(vals[0]) == 0.0:
-        return 0
-    tol = float(vals[0]) * max(spec.full_size, 1) * torch.finfo(vals.dtype).eps
-    return int((vals > tol).sum())
 
 
 def summarize(
@@ -459,24 +458,3 @@ def _report_dict(reader: CheckpointReader) -> dict[str, Any]:
         "only_in_tuned": list(r.only_in_tuned),
         "notes": list(r.notes),
     }
-
-
-def _jsonable(obj: Any) -> Any:
-    """Recursively turn tensors/numpy scalars into Python numbers and NaN/Inf into None."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "item"):
-        return _jsonable(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

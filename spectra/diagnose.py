@@ -30,9 +30,17 @@ from typing import Any, Literal
 
 from spectra.errors import OptionError
 
-Verdict = Literal["nonfinite", "unchanged", "collapsed", "dominated", "intruders", "amplified", "ok"]
+Verdict = Literal[
+    "nonfinite", "unchanged", "collapsed", "dominated", "intruders", "amplified", "ok"
+]
 SEVERITY: tuple[Verdict, ...] = (
-    "nonfinite", "unchanged", "collapsed", "dominated", "intruders", "amplified", "ok",
+    "nonfinite",
+    "unchanged",
+    "collapsed",
+    "dominated",
+    "intruders",
+    "amplified",
+    "ok",
 )
 
 
@@ -48,9 +56,9 @@ class Thresholds:
             spectrum has share 1/r (0.125 at r = 8).
         dominated_erank_ratio: ... or when effective rank / rank is at most this (default
             0.2: the update uses at most a fifth of the rank it has — e.g. ≤ 1.6 effective
-            directions of a rank-8 LoRA, or ≤ 154 of a dense 768 × 768 update). Rank is the
-            inner rank R of a factored update, min(out, in) of a dense one. A flat spectrum
-            gives 1.
+            directions of a rank-8 LoRA, or ≤ 154 of a dense 768 × 768 update). Rank is
+            min(R, out, in) for a factored update of inner rank R, min(out, in) for a dense
+            one. A flat spectrum gives 1.
         dominated_min_rank: Modules of smaller rank are not judged for dominance (default 2:
             a rank-1 update is one direction by construction, not by training).
         collapsed_phi: A MultiLoRA module is ``collapsed`` when the mean off-diagonal φ
@@ -84,24 +92,30 @@ class Thresholds:
             _check_range(name, getattr(self, name), 0.0, 1.0)
         _check_range("overall_share", self.overall_share, 0.0, 1.0, low_open=True)
         if not (self.amplification > 0 and math.isfinite(self.amplification)):
-            raise OptionError(f"--amplification must be a positive number, got {self.amplification}")
+            raise OptionError(
+                f"--amplification must be a positive number, got {self.amplification}"
+            )
         for name in ("dominated_min_rank", "intruder_count"):
             if getattr(self, name) < 1:
-                raise OptionError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise OptionError(
+                    f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
+                )
 
     def describe(self) -> str:
         """One line per rule, for the CLI and the report."""
-        return "\n".join((
-            f"dominated: top-1 energy share >= {self.dominated_top1_energy:g} or effective "
-            f"rank / rank <= {self.dominated_erank_ratio:g} (modules of rank >= "
-            f"{self.dominated_min_rank})",
-            f"collapsed: mean off-diagonal phi between MultiLoRA's parallel modules >= "
-            f"{self.collapsed_phi:g} (left or right)",
-            f"intruders: intruder dimensions >= {self.intruder_count}",
-            f"amplified: amplification factor >= {self.amplification:g}",
-            f"a method gets a verdict when >= {self.overall_share:.0%} of its modules do "
-            "(nonfinite: any module)",
-        ))
+        return "\n".join(
+            (
+                f"dominated: top-1 energy share >= {self.dominated_top1_energy:g} or effective "
+                f"rank / rank <= {self.dominated_erank_ratio:g} (modules of rank >= "
+                f"{self.dominated_min_rank})",
+                f"collapsed: mean off-diagonal phi between MultiLoRA's parallel modules >= "
+                f"{self.collapsed_phi:g} (left or right)",
+                f"intruders: intruder dimensions >= {self.intruder_count}",
+                f"amplified: amplification factor >= {self.amplification:g}",
+                f"a method gets a verdict when >= {self.overall_share:.0%} of its modules do "
+                "(nonfinite: any module)",
+            )
+        )
 
 
 def _check_range(name: str, value: float, lo: float, hi: float, *, low_open: bool = False) -> None:
@@ -219,13 +233,15 @@ def diagnose(result: dict[str, Any], thresholds: Thresholds = Thresholds()) -> D
     kinds = {inp["label"]: inp.get("kind", "") for inp in result.get("inputs", [])}
     labels = list(kinds) + sorted({m.label for m in modules} - set(kinds))
     methods = tuple(
-        _method_verdict(label, kinds.get(label, ""), [m for m in modules if m.label == label],
-                        thresholds)
+        _method_verdict(
+            label, kinds.get(label, ""), [m for m in modules if m.label == label], thresholds
+        )
         for label in labels
     )
     overall = _most_severe([m.verdict for m in methods])
-    return Diagnosis(overall=overall, methods=methods, modules=modules, thresholds=thresholds,
-                     settings=settings)
+    return Diagnosis(
+        overall=overall, methods=methods, modules=modules, thresholds=thresholds, settings=settings
+    )
 
 
 def _most_severe(verdicts: Sequence[Verdict]) -> Verdict:
@@ -253,21 +269,28 @@ def _module_verdict(row: dict[str, Any], t: Thresholds) -> ModuleVerdict:
     flags = tuple(v for v in SEVERITY if v in applied and applied[v][0])
     reasons = tuple(applied[v][1] for v in flags) or (_ok_reason(metrics, row),)
     return ModuleVerdict(
-        module=row["module"], label=row["label"], verdict=flags[0] if flags else "ok",
-        flags=flags, reasons=reasons, judged=tuple(v for v in SEVERITY if v in applied),
+        module=row["module"],
+        label=row["label"],
+        verdict=flags[0] if flags else "ok",
+        flags=flags,
+        reasons=reasons,
+        judged=tuple(v for v in SEVERITY if v in applied),
     )
 
 
 def _dominated(row: dict[str, Any], metrics: dict[str, Any], t: Thresholds) -> _Outcome:
-    rank, top1, erank = row.get("rank") or 0, metrics.get("top1_energy"), metrics.get("effective_rank")
+    # the most nonzero σ ΔW can have: min(R, out, in) (a MultiLoRA's n·r may exceed out or in)
+    rank = min(row.get("rank") or 0, *row.get("shape", ()))
+    top1, erank = metrics.get("top1_energy"), metrics.get("effective_rank")
     if rank < t.dominated_min_rank or top1 is None or erank is None:
         return None
     ratio = erank / rank
     if top1 >= t.dominated_top1_energy:
         return True, f"top-1 energy share {top1:.3f} >= {t.dominated_top1_energy:g}"
     if ratio <= t.dominated_erank_ratio:
-        return True, (f"effective rank {erank:.2f} / rank {rank} = {ratio:.3f} "
-                      f"<= {t.dominated_erank_ratio:g}")
+        return True, (
+            f"effective rank {erank:.2f} / rank {rank} = {ratio:.3f} <= {t.dominated_erank_ratio:g}"
+        )
     return False, f"top-1 energy share {top1:.3f}, effective rank {erank:.2f} / rank {rank}"
 
 
@@ -275,12 +298,17 @@ def _collapsed(row: dict[str, Any], t: Thresholds) -> _Outcome:
     block = row.get("multilora")
     if not block:
         return None
-    left, right = mean_off_diagonal(block.get("phi_left", [])), mean_off_diagonal(block.get("phi_right", []))
+    left, right = (
+        mean_off_diagonal(block.get("phi_left", [])),
+        mean_off_diagonal(block.get("phi_right", [])),
+    )
     if left is None and right is None:
         return None
     worst = max(v for v in (left, right) if v is not None)
-    text = (f"mean off-diagonal phi between the {block.get('n')} parallel modules: "
-            f"left {_fmt(left)}, right {_fmt(right)}")
+    text = (
+        f"mean off-diagonal phi between the {block.get('n')} parallel modules: "
+        f"left {_fmt(left)}, right {_fmt(right)}"
+    )
     return worst >= t.collapsed_phi, f"{text} (threshold {t.collapsed_phi:g})"
 
 
@@ -288,9 +316,11 @@ def _intruders(base: dict[str, Any] | None, t: Thresholds) -> _Outcome:
     if not base or base.get("intruder_count") is None:
         return None
     count = int(base["intruder_count"])
-    text = (f"{count} intruder dimension(s) among the top-{base.get('intruder_k')} singular "
-            f"vectors of W0 + ΔW (max |cos| < eps = {base.get('intruder_eps')}), energy share "
-            f"{_fmt(base.get('intruder_energy'))}")
+    text = (
+        f"{count} intruder dimension(s) among the top-{base.get('intruder_k')} singular "
+        f"vectors of W0 + ΔW (max |cos| < eps = {base.get('intruder_eps')}), energy share "
+        f"{_fmt(base.get('intruder_energy'))}"
+    )
     return count >= t.intruder_count, text
 
 
@@ -298,14 +328,18 @@ def _amplified(base: dict[str, Any] | None, t: Thresholds) -> _Outcome:
     if not base or base.get("amplification") is None:
         return None
     amp = float(base["amplification"])
-    text = (f"amplification ||ΔW||_F / ||U^T W0 V||_F = {amp:.3g} "
-            f"(r = {base.get('amplification_r')}; threshold {t.amplification:g})")
+    text = (
+        f"amplification ||ΔW||_F / ||U^T W0 V||_F = {amp:.3g} "
+        f"(r = {base.get('amplification_r')}; threshold {t.amplification:g})"
+    )
     return amp >= t.amplification, text
 
 
 def _ok_reason(metrics: dict[str, Any], row: dict[str, Any]) -> str:
-    return (f"top-1 energy share {_fmt(metrics.get('top1_energy'))}, effective rank "
-            f"{_fmt(metrics.get('effective_rank'))} / rank {row.get('rank')}")
+    return (
+        f"top-1 energy share {_fmt(metrics.get('top1_energy'))}, effective rank "
+        f"{_fmt(metrics.get('effective_rank'))} / rank {row.get('rank')}"
+    )
 
 
 def _fmt(value: float | None) -> str:
@@ -321,7 +355,8 @@ def _method_verdict(
     for v in ("unchanged", "nonfinite"):
         judged[v] = len(modules)
     reached = tuple(
-        v for v in SEVERITY[:-1]
+        v
+        for v in SEVERITY[:-1]
         if counts[v] > 0 and (v == "nonfinite" or counts[v] / judged[v] >= t.overall_share)
     )
     reasons = tuple(
@@ -331,8 +366,13 @@ def _method_verdict(
         if counts[v] > 0
     )
     return MethodVerdict(
-        label=label, kind=kind, verdict=_most_severe(reached), flags=reached,
-        counts=counts, judged=judged, reasons=reasons or (f"ok: none of {len(modules)} modules flagged",),
+        label=label,
+        kind=kind,
+        verdict=_most_severe(reached),
+        flags=reached,
+        counts=counts,
+        judged=judged,
+        reasons=reasons or (f"ok: none of {len(modules)} modules flagged",),
     )
 
 

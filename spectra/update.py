@@ -17,7 +17,12 @@ Kind = Literal["full", "lora", "multilora", "dora", "loha", "lokr", "kohya"]
 
 @dataclass(frozen=True)
 class ModuleUpdate:
-    """ΔW of one module, in the ``nn.Linear`` layout (out × in).
+    """ΔW of one module, in the layout its base weight is stored in.
+
+    That is ``nn.Linear``'s (out × in) for almost every module; GPT-2 ``Conv1D`` weights
+    (PEFT ``fan_in_fan_out``) are stored (in × out) and embeddings (num_embeddings × dim), and
+    their ΔW keeps that layout so that it equals ``W_tuned − W_base`` key for key (the reader
+    says so in the module's ``notes``). Conv kernels are flattened to (out, in·kh·kw).
 
     Exactly one representation is set:
 
@@ -28,7 +33,7 @@ class ModuleUpdate:
     Attributes:
         module: Module path as in the base model, without ``.weight``
             (e.g. ``encoder.layer.0.attention.self.query``).
-        shape: (out, in) of ΔW.
+        shape: (out, in) of ΔW (rows, columns of the stored layout).
         dense: (out, in) ΔW, or None for a factored update.
         left: (out, R) left factor, or None for a dense update.
         right: (R, in) right factor, or None for a dense update.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import typer
 
 from spectra import __version__
@@ -46,7 +45,7 @@ def _root(
 
 def _register() -> None:
     # Commands live in their own modules, grouped by role; importing them registers them.
-    from spectra_cli import commands_analysis  # noqa: F401
+    from spectra_cli import commands_analysis, commands_demo, commands_report  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,12 +64,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"spectra: error: {e}", err=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("spectra: aborted", err=True)
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code if e.exit_code else EXIT_USAGE)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.TyperException as e:
+        # Typer's (vendored Click's) usage errors: unknown option, missing argument, ...
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(getattr(e, "exit_code", None) or EXIT_USAGE)
     except KeyboardInterrupt:
         typer.echo("spectra: interrupted (no partial output was written)", err=True)
         sys.exit(130)

@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from spectra.analysis import analyze
+from spectra.engine.randomized import DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERS
 from spectra.loaders import LoadOptions, open_checkpoint, open_tensors
+from spectra.parallel import make_executor
 from spectra.results import save_result
 from spectra_cli import options as o
 from spectra_cli import render
@@ -32,21 +34,42 @@ def compare(
     lora_alpha: o.LoraAlpha = None,
     lora_scale: o.LoraScale = None,
     quiet: o.Quiet = False,
+    similarity: o.Similarity = True,
+    svd: o.Svd = "exact",
+    oversample: o.Oversample = DEFAULT_OVERSAMPLE,
+    power_iters: o.PowerIters = DEFAULT_POWER_ITERS,
+    workers: o.Workers = 1,
+    executor: o.Executor = None,
+    scheduler: o.Scheduler = None,
+    threads: o.Threads = None,
 ) -> None:
     """Compare the weight updates of CKPTs made from BASE: spectra, dominance, subspaces."""
     opts = o.analysis_options(
-        modules=modules, top_k=top_k, dtype=dtype, device=device, base_metrics=base_metrics
+        modules=modules,
+        top_k=top_k,
+        dtype=dtype,
+        device=device,
+        base_metrics=base_metrics,
+        similarity=similarity,
+        svd=svd,
+        oversample=oversample,
+        power_iters=power_iters,
     )
-    result = analyze(
-        base,
-        ckpts,
-        labels=label,
-        kinds=o.kinds_for(kind, len(ckpts)),
-        options=opts,
-        lora_alpha=lora_alpha,
-        lora_scale=lora_scale,
-        progress=o.Progress(quiet),
+    run = o.execution_options(
+        workers=workers, executor=executor, scheduler=scheduler, threads=threads
     )
+    with make_executor(run) as pool:
+        result = analyze(
+            base,
+            ckpts,
+            labels=label,
+            kinds=o.kinds_for(kind, len(ckpts)),
+            options=opts,
+            lora_alpha=lora_alpha,
+            lora_scale=lora_scale,
+            progress=o.Progress(quiet),
+            executor=pool,
+        )
     typer.echo(render.summary_table(result))
     for line in render.problems(result):
         typer.echo(line, err=True)

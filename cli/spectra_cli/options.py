@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from spectra.analysis import AnalysisOptions
+from spectra.engine.randomized import DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERS
 from spectra.errors import OptionError
+from spectra.parallel import ExecutionOptions
 
 Label = Annotated[
     list[str] | None,
@@ -46,14 +48,90 @@ JsonOut = Annotated[
     Path | None, typer.Option("--json", help="Write the full result as JSON to this path.")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+Similarity = Annotated[
+    bool,
+    typer.Option(
+        "--similarity/--no-similarity",
+        help="Subspace similarity φ of every pair of CKPTs (needs singular vectors; without it "
+        "only singular values are computed: the fastest exact route).",
+    ),
+]
+Svd = Annotated[
+    str,
+    typer.Option(
+        "--svd",
+        help="exact (every singular value) or randomized (top --top-k of dense updates, "
+        "approximate: Halko et al.; factored updates stay exact).",
+    ),
+]
+Oversample = Annotated[
+    int, typer.Option("--oversample", help="Randomized SVD: extra random columns p.")
+]
+PowerIters = Annotated[
+    int, typer.Option("--power-iters", help="Randomized SVD: power iterations q.")
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers", "-w", help="Modules in parallel: N worker processes (threads = cores // N)."
+    ),
+]
+Executor = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help="serial, process or dask (default: serial for 1 worker, process for more).",
+    ),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Dask scheduler address (tcp://host:8786) for --executor dask; default: a local "
+        "cluster of --workers processes.",
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option("--threads", help="torch/BLAS threads per worker (default: cores // workers)."),
+]
 
 
 def analysis_options(
-    *, modules: str | None, top_k: int, dtype: str, device: str, base_metrics: bool
+    *,
+    modules: str | None,
+    top_k: int,
+    dtype: str,
+    device: str,
+    base_metrics: bool,
+    similarity: bool = True,
+    svd: str = "exact",
+    oversample: int = DEFAULT_OVERSAMPLE,
+    power_iters: int = DEFAULT_POWER_ITERS,
 ) -> AnalysisOptions:
     """Build AnalysisOptions from CLI values (validation happens in the dataclass)."""
     return AnalysisOptions(
-        top_k=top_k, modules=modules, dtype=dtype, device=device, against_base=base_metrics
+        top_k=top_k,
+        modules=modules,
+        dtype=dtype,  # type: ignore[arg-type]  # validated by AnalysisOptions
+        device=device,
+        against_base=base_metrics,
+        similarity=similarity,
+        svd=svd,  # type: ignore[arg-type]
+        oversample=oversample,
+        power_iters=power_iters,
+    )
+
+
+def execution_options(
+    *, workers: int, executor: str | None, scheduler: str | None, threads: int | None
+) -> ExecutionOptions:
+    """Build ExecutionOptions from CLI values (validation happens in the dataclass)."""
+    return ExecutionOptions(
+        executor=executor,  # type: ignore[arg-type]  # validated by ExecutionOptions
+        workers=workers,
+        scheduler=scheduler,
+        threads=threads,
     )
 
 

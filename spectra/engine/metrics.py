@@ -31,9 +31,7 @@ def _f64(values: torch.Tensor) -> torch.Tensor:
     return torch.sort(values.detach().to(device="cpu", dtype=torch.float64), descending=True)[0]
 
 
-def normalized_spectrum(
-    values: torch.Tensor, mode: Literal["max", "sum"] = "max"
-) -> torch.Tensor:
+def normalized_spectrum(values: torch.Tensor, mode: Literal["max", "sum"] = "max") -> torch.Tensor:
     """σ_i / σ_1 (``mode="max"``) or σ_i / Σσ (``mode="sum"``), float64, descending.
 
     Args:
@@ -46,8 +44,10 @@ def normalized_spectrum(
     if mode not in ("max", "sum"):
         raise ValueError(f"mode must be 'max' or 'sum', got {mode!r}")
     s = _f64(values)
-    denom = (s[0] if len(s) else s.new_zeros(())) if mode == "max" else s.sum()
-    return s / denom if float(denom) > 0 else torch.zeros_like(s)
+    if len(s) == 0:
+        return s
+    denom = float(s[0]) if mode == "max" else float(s.sum())
+    return s / denom if denom > 0 else torch.zeros_like(s)
 
 
 def cumulative_energy(values: torch.Tensor) -> torch.Tensor:

@@ -25,9 +25,10 @@ from spectra.update import ModuleUpdate
 Backend = Literal["auto", "torch", "scipy"]
 
 # Which LAPACK wrapper computes dense singular values (no vectors) on the CPU. Both call gesdd
-# with jobz='N'; torch links MKL, scipy its own OpenBLAS. Measured by
-# tests/benchmarks/bench_engine.py (section c) on this project's CI machine (2 threads):
-# torch is as fast or faster at 1024² and 4096², float32 and float64, so torch is the pick.
+# with jobz='N'; torch links MKL, scipy its own OpenBLAS. Measured with
+# tests/benchmarks/bench_engine.py (section c), 1 thread, on the project's 2-core dev machine:
+# 1024² float32/float64 tie (0.17 s vs 0.17 s, 0.30 s vs 0.28 s, scipy vs torch, idle machine);
+# 4096² float32 torch is 4x faster (9.5 s vs 37.7 s, loaded machine). Hence torch for both.
 # Rerun the benchmark on a new platform before changing this.
 _CPU_VALUES_BACKEND: dict[torch.dtype, Literal["torch", "scipy"]] = {
     torch.float32: "torch",
@@ -38,7 +39,7 @@ _CPU_VALUES_BACKEND: dict[torch.dtype, Literal["torch", "scipy"]] = {
 SVDResult = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: comparing tensor fields has no single truth value
 class Spectrum:
     """The singular values of one ΔW, and optionally its top singular vectors.
 

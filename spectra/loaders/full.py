@@ -13,6 +13,11 @@ Which tensors are modules (**choice**, documented for users):
 
 Base and tuned modules are aligned by name (:func:`spectra.loaders.align.align_modules`,
 tolerating an added/removed leading prefix), never by order.
+
+Memory: :meth:`FullReader.update` streams the two tensors of one module through
+:class:`spectra.loaders.stream.TensorStream` (plain reads into a reused staging buffer, no
+memory map left resident), so reading a model-sized pair module by module holds one widened
+ΔW plus one stored tensor at a time, whatever the checkpoint or shard size.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from spectra.errors import AmbiguousInputError, CheckpointMismatchError
 from spectra.io import open_tensors
 from spectra.io._common import missing_key
 from spectra.io.source import TensorSource
 from spectra.loaders.align import align_modules
 from spectra.loaders.base import LoadOptions, LoadReport, ModuleInfo
+from spectra.loaders.stream import TensorStream
 from spectra.update import Kind, ModuleUpdate
 
 _WEIGHT = ".weight"
@@ -59,6 +67,7 @@ class FullReader:
         self._options = options
         self._tuned = open_tensors(self.path)
         self._base = base
+        self._tuned_stream, self._base_stream = TensorStream(self._tuned), TensorStream(base)
         self.report = LoadReport()
         tuned_mats = _matrices(self._tuned, self.report, record=True)
         base_mats = _matrices(self._base, LoadReport(), record=False)
@@ -90,10 +99,13 @@ class FullReader:
         if module not in self._pairs:
             raise missing_key(module, self.path, sorted(self._pairs))
         tuned_key, base_key = self._pairs[module]
-        dtype = self._options.dtype
-        tuned = self._tuned.get(tuned_key).to(dtype)  # (out, in, *kernel)
-        base = self._base.get(base_key).to(dtype)
-        delta = (tuned - base).reshape(tuned.shape[0], -1)  # (out, in·kh·kw)
+        out = self._tuned.shape(tuned_key)[0]
+        # the caller owns this tensor; nothing else refers to it once returned
+        delta = torch.empty(
+            out, math.prod(self._tuned.shape(tuned_key)[1:]), dtype=self._options.dtype
+        )
+        self._tuned_stream.read_into(tuned_key, delta)  # delta = widen(W_tuned): (out, in·kh·kw)
+        self._base_stream.read_into(base_key, delta, subtract=True)  # delta -= widen(W_base)
         return ModuleUpdate(module=module, shape=(delta.shape[0], delta.shape[1]), dense=delta)
 
     def _pair(self, tuned: list[str], base: list[str]) -> dict[str, tuple[str, str]]:

@@ -226,22 +226,17 @@ class PeftLoraReader:
         if module not in self._pairs:
             raise missing_key(module, self.weights_path, sorted(self._pairs))
         p = self._pairs[module]
-        a = self._source.get(p.key_a).to(
-            self._options.dtype
-        )  # (r, in) | (r, n_emb) | (r, in, kh, kw)
-        b = self._source.get(p.key_b).to(
-            self._options.dtype
-        )  # (out, r) | (dim, r) | (out, r, 1, 1)
+        dtype = self._options.dtype
+        a = self._source.get(p.key_a).to(dtype)  # (r, in) | (r, n_emb) | (r, in, kh, kw)
+        b = self._source.get(p.key_b).to(dtype)  # (out, r) | (dim, r) | (out, r, 1, 1)
         if p.layout in ("conv1d", "embedding"):
-            left, right = (p.scaling * a.T).contiguous(), b.T.contiguous()  # (in, r), (r, out)
+            left = (p.scaling * a.T).contiguous()  # (in, r) | (n_emb, r)
+            right = b.T.contiguous()  # (r, out) | (r, dim)
         else:
-            left, right = (
-                p.scaling * b.reshape(b.shape[0], p.r),
-                a.reshape(p.r, -1),
-            )  # (out, r), (r, in)
-        return ModuleUpdate(
-            module=module, shape=p.shape, left=left, right=right, notes=self._notes(p)
-        )
+            left = p.scaling * b.reshape(b.shape[0], p.r)  # (out, r)
+            right = a.reshape(p.r, -1)  # (r, in) | (r, in·kh·kw)
+        notes = self._notes(p)
+        return ModuleUpdate(module=module, shape=p.shape, left=left, right=right, notes=notes)
 
     def _collect(self) -> dict[str, dict[str, str]]:
         """Adapter keys grouped by module: {module: {role: key}}; other keys go to the report."""
@@ -282,14 +277,16 @@ class PeftLoraReader:
         role_a, role_b = (
             ("lora_embedding_A", "lora_embedding_B") if emb else ("lora_A.weight", "lora_B.weight")
         )
-        for have, need in ((role_a, role_b), (role_b, role_a)):
-            if have in roles and need not in roles:
-                raise AdapterConfigError(
-                    f"module {module!r} has {roles[have]!r} but no {need!r}: each LoRA module needs "
-                    "both factors; the adapter file is incomplete, save it again",
-                    path=self.weights_path,
-                    key=module,
-                )
+        missing = [role for role in (role_a, role_b) if role not in roles]
+        mixed = emb and ("lora_A.weight" in roles or "lora_B.weight" in roles)
+        if missing or mixed:
+            what = f"no {' and no '.join(map(repr, missing))}" if missing else "both layouts"
+            raise AdapterConfigError(
+                f"module {module!r} has {sorted(roles.values())} but {what}: each LoRA module "
+                "needs one lora_A and one lora_B; the adapter file is incomplete, save it again",
+                path=self.weights_path,
+                key=module,
+            )
         key_a, key_b = roles[role_a], roles[role_b]
         for key in (key_a, key_b):
             if not self._source.dtype(key).is_floating_point:

@@ -152,7 +152,7 @@ def save_multilora(
         ValueError: No MultiLoRA layers, or a layer was built with other n/r/α/scaling.
     """
     for layer_path, layer in _require_layers(model).items():
-        if _file_config(layer.config) != _file_config(config):
+        if _delta_settings(layer.config) != _delta_settings(config):
             raise ValueError(
                 f"{layer_path} was built with {layer.config}, not the config given: {config}"
             )
@@ -168,7 +168,7 @@ def save_multilora(
     return write_multilora(path, multilora_state_dict(model), file_config)
 
 
-def _file_config(config: MultiLoRAConfig | MultiLoRAFileConfig) -> tuple[int, int, float, str]:
+def _delta_settings(config: MultiLoRAConfig | MultiLoRAFileConfig) -> tuple[int, int, float, str]:
     """(r_m, n, α, scaling): what ΔW depends on, from a layer's or a file's config."""
     if isinstance(config, MultiLoRAConfig):
         return config.module_rank, config.n, float(config.lora_alpha), config.scaling
@@ -205,10 +205,11 @@ def load_multilora(model: nn.Module, path: str | Path) -> list[str]:
     for layer_path, layer in layers.items():
         if layer.merged:
             raise RuntimeError(f"{layer_path} is merged; call unmerge_multilora before loading")
-        if _file_config(layer.config) != _file_config(file_config):
+        in_file, in_layer = _delta_settings(file_config), _delta_settings(layer.config)
+        if in_file != in_layer:
             raise AdapterConfigError(
-                f"file has (r, n, lora_alpha, scaling) = {_file_config(file_config)}, the model's "
-                f"layer {_file_config(layer.config)}; inject with the file's config",
+                f"file has (r, n, lora_alpha, scaling) = {in_file}, the model's layer "
+                f"{in_layer}; inject with the file's config",
                 path=path,
                 key=layer_path,
             )

@@ -139,7 +139,7 @@ class MultiLoRALinear(nn.Module):
 
         The weight as it was is kept aside (one extra copy of W) so that :meth:`unmerge`
         restores it bit for bit; subtracting ΔW again would not (floating-point addition is
-        not invertible). While merged, forward is the base layer alone.
+        not invertible). While merged, forward is the base layer alone (no adapter gradients).
 
         Args:
             safe_merge: Check the merged weight for NaN/inf before writing it.

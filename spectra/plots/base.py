@@ -59,8 +59,9 @@ def against_base_figure(result: dict[str, Any]) -> Figure | None:
     order = ordered_modules(rows)
     position = {module: i for i, module in enumerate(order)}
     colors = method_colors(result)
-    fig, axes = new_figure(len(BASE_PANELS), 1, panel_size=(max(7.0, 0.22 * len(order)), 2.8),
-                           sharex=True)
+    fig, axes = new_figure(
+        len(BASE_PANELS), 1, panel_size=(max(7.0, 0.22 * len(order)), 2.8), sharex=True
+    )
     for ax, (key, ylabel, log_y) in zip((row[0] for row in axes), BASE_PANELS, strict=True):
         for label, color in colors.items():
             points = sorted(
@@ -70,8 +71,9 @@ def against_base_figure(result: dict[str, Any]) -> Figure | None:
             )
             if points:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", markersize=4, linestyle="none", color=color,
-                        label=label)
+                ax.plot(
+                    xs, ys, marker="o", markersize=4, linestyle="none", color=color, label=label
+                )
         if log_y:
             ax.set_yscale("log")
             plain_log_ticks(ax.yaxis)
@@ -100,8 +102,12 @@ def _module_ticks(ax: Axes, rows: list[dict[str, Any]], order: list[str]) -> Non
         for r in rows:
             first.setdefault(r["module"], r)
         ax.set_xticks(np.arange(len(order)))
-        ax.set_xticklabels([short_module_label(first[m]) for m in order], rotation=60,
-                           ha="right", fontsize="x-small")
+        ax.set_xticklabels(
+            [short_module_label(first[m]) for m in order],
+            rotation=60,
+            ha="right",
+            fontsize="x-small",
+        )
         ax.set_xlabel("module (sorted by layer, then type)")
     else:
         ax.set_xlabel(f"module index (0..{len(order) - 1}, sorted by layer, then type)")

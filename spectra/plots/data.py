@@ -120,7 +120,12 @@ def as_grid(values: Any) -> np.ndarray:
 def module_sort_key(row: dict[str, Any]) -> tuple[int, int, str, str]:
     """Order modules by layer (unlayered last), then module type, then path."""
     layer = row.get("layer")
-    return (layer is None, -1 if layer is None else layer, row.get("module_type", ""), row["module"])
+    return (
+        layer is None,
+        -1 if layer is None else layer,
+        row.get("module_type", ""),
+        row["module"],
+    )
 
 
 def ordered_modules(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from spectra.plots.style import (
@@ -57,19 +58,11 @@ def layer_dominance_figure(result: dict[str, Any]) -> Figure | None:
     colors, styles = method_colors(result), method_linestyles(result)
     fig, axes = new_figure(len(LAYER_METRICS), len(types), panel_size=(3.8, 3.0))
     for col, mtype in enumerate(types):
+        of_type = [r for r in rows if r["module_type"] == mtype]
         for row_i, (key, ylabel, log_y) in enumerate(LAYER_METRICS):
             ax = axes[row_i][col]
             for label in colors:
-                points = sorted(
-                    (r["layer"], r["metrics"].get(key))
-                    for r in rows
-                    if r["label"] == label and r["module_type"] == mtype
-                    and r["metrics"].get(key) is not None
-                )
-                if points:
-                    xs, ys = zip(*points, strict=True)
-                    ax.plot(xs, ys, marker="o", markersize=3, color=colors[label],
-                            linestyle=styles[label], label=label)
+                _metric_line(ax, of_type, label, key, color=colors[label], linestyle=styles[label])
             if log_y:
                 ax.set_yscale("log")
                 plain_log_ticks(ax.yaxis)
@@ -84,3 +77,15 @@ def layer_dominance_figure(result: dict[str, Any]) -> Figure | None:
     legend_if_any(axes[0][0], title="method")
     fig.suptitle("Dominance of the top singular direction of ΔW, per layer and module type")
     return fig
+
+
+def _metric_line(ax: Axes, rows: list[dict[str, Any]], label: str, key: str, **style: Any) -> None:
+    """One method's ``metrics[key]`` vs layer, over ``rows`` of one module type."""
+    points = sorted(
+        (r["layer"], r["metrics"][key])
+        for r in rows
+        if r["label"] == label and r["metrics"].get(key) is not None
+    )
+    if points:
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker="o", markersize=3, label=label, **style)

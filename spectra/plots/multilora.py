@@ -76,7 +76,12 @@ def _phi_heatmap(ax: Axes, grids: list[np.ndarray], label: str, side: str) -> An
     mean = nanmean_padded(grids)  # (n, n)
     n = mean.shape[0]
     image = ax.imshow(
-        mean, origin="lower", vmin=0.0, vmax=1.0, cmap=HEATMAP_CMAP, interpolation="nearest",
+        mean,
+        origin="lower",
+        vmin=0.0,
+        vmax=1.0,
+        cmap=HEATMAP_CMAP,
+        interpolation="nearest",
         extent=(0.5, n + 0.5, 0.5, n + 0.5),
     )
     ax.set_title(f"{label}: {side} φ\nmean over {len(grids)} matrices", fontsize="medium")
@@ -87,6 +92,7 @@ def _phi_heatmap(ax: Axes, grids: list[np.ndarray], label: str, side: str) -> An
 
 
 def _per_layer_collapse(ax: Axes, rows: list[dict[str, Any]], label: str, color: str) -> None:
+    ax.set_title(f"{label}: inter-module φ per layer", fontsize="medium")
     layered = [r for r in rows if r.get("layer") is not None]
     if not layered:
         empty_panel(ax, "no layer index in the module names")
@@ -100,17 +106,18 @@ def _per_layer_collapse(ax: Axes, rows: list[dict[str, Any]], label: str, color:
         if by_layer:
             layers = sorted(by_layer)
             means = [float(np.mean(by_layer[layer])) for layer in layers]
-            ax.plot(layers, means, marker="o", markersize=3, color=color, linestyle=style,
-                    label=side)
+            ax.plot(
+                layers, means, marker="o", markersize=3, color=color, linestyle=style, label=side
+            )
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("layer index")
     ax.set_ylabel("mean off-diagonal φ")
-    ax.set_title(f"{label}: inter-module φ per layer", fontsize="medium")
     integer_ticks(ax.xaxis)
     legend_if_any(ax)
 
 
 def _scaling_panel(ax: Axes, rows: list[dict[str, Any]], label: str) -> None:
+    ax.set_title(f"{label}: learned scaling per parallel module", fontsize="medium")
     norms = [r["multilora"].get("scaling_norms") or [] for r in rows]
     n = max((len(v) for v in norms), default=0)
     if n == 0:
@@ -120,10 +127,10 @@ def _scaling_panel(ax: Axes, rows: list[dict[str, Any]], label: str) -> None:
     x = np.arange(len(rows))
     for i in range(n):
         ys = [v[i] if i < len(v) and v[i] is not None else np.nan for v in norms]
-        ax.plot(x, ys, marker=".", linewidth=1.0, color=cmap(i / max(n - 1, 1)),
-                label=f"module {i + 1}")
+        ax.plot(
+            x, ys, marker=".", linewidth=1.0, color=cmap(i / max(n - 1, 1)), label=f"module {i + 1}"
+        )
     ax.set_xlabel("adapted matrix (sorted by layer, then type)")
     ax.set_ylabel("‖sᵢ‖₂ over output channels")
-    ax.set_title(f"{label}: learned scaling per parallel module", fontsize="medium")
     integer_ticks(ax.xaxis)
     legend_if_any(ax, ncols=2 if n > 4 else 1)

@@ -21,7 +21,11 @@ from spectra.plots.style import DPI
 FORMATS = ("png", "svg", "pdf")
 _HASHSALT = "spectra"
 # Dates make output differ run to run; drop them ("Date" for SVG, "CreationDate" for PDF).
-_METADATA: dict[str, dict[str, None]] = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {}}
+_METADATA: dict[str, dict[str, None]] = {
+    "svg": {"Date": None},
+    "pdf": {"CreationDate": None},
+    "png": {},
+}
 
 
 def _check_format(fmt: str) -> None:

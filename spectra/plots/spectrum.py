@@ -66,8 +66,11 @@ def spectrum_histogram_figure(
         pairs = [(values_tensor(r), int(r.get("structural_zeros", 0))) for r in rows]
         counts, edges = spectrum_histogram(pairs, bins=bins)
         ax.stairs(
-            np.asarray(counts, dtype=np.float64), np.asarray(edges, dtype=np.float64),
-            color=colors[label], linestyle=styles[label], linewidth=1.6,
+            np.asarray(counts, dtype=np.float64),
+            np.asarray(edges, dtype=np.float64),
+            color=colors[label],
+            linestyle=styles[label],
+            linewidth=1.6,
             label=f"{label} ({len(rows)} modules)",
         )
     if log_counts:
@@ -98,7 +101,8 @@ def normalized_spectrum_figure(
     fig, ax = _curve_figure(
         result,
         curve=lambda row: normalized_spectrum(values_tensor(row), "max"),
-        show=show, log_k=log_k,
+        show=show,
+        log_k=log_k,
     )
     ax.set_yscale("log")
     ax.set_ylabel("σₖ / σ₁ (log scale)")
@@ -122,7 +126,8 @@ def cumulative_energy_figure(
     fig, ax = _curve_figure(
         result,
         curve=lambda row: cumulative_energy(full_values_tensor(row)),
-        show=show, log_k=log_k,
+        show=show,
+        log_k=log_k,
     )
     ax.set_ylim(0.0, 1.02)
     ax.set_ylabel("Σᵢ≤ₖ σᵢ² / Σ σᵢ² (energy share)")
@@ -158,8 +163,13 @@ def _curve_figure(
             _module_lines(ax, curves, label=f"{label} ({len(rows)} modules)", **style)
         rank = factored_rank(rows)
         if rank is not None:
-            ax.axvline(rank, color=colors[label], linestyle=":", linewidth=1.2,
-                       label=f"{label}: inner rank R = {rank}")
+            ax.axvline(
+                rank,
+                color=colors[label],
+                linestyle=":",
+                linewidth=1.2,
+                label=f"{label}: inner rank R = {rank}",
+            )
     if log_k:
         ax.set_xscale("log")
     ax.set_xlabel("k (singular value index, 1 = largest" + (", log scale)" if log_k else ")"))
@@ -178,8 +188,9 @@ def _median_band(ax: Axes, curves: list[np.ndarray], *, label: str, **style: Any
 def _module_lines(ax: Axes, curves: list[np.ndarray], *, label: str, **style: Any) -> None:
     for i, c in enumerate(curves):
         k = np.arange(1, len(c) + 1)
-        ax.plot(k, _positive(c), linewidth=0.8, alpha=0.35, label=label if i == 0 else None,
-                **style)
+        ax.plot(
+            k, _positive(c), linewidth=0.8, alpha=0.35, label=label if i == 0 else None, **style
+        )
 
 
 def _positive(values: np.ndarray) -> np.ndarray:

@@ -41,9 +41,7 @@ def method_labels(result: dict[str, Any]) -> list[str]:
 
 def method_colors(result: dict[str, Any]) -> dict[str, str]:
     """Label → Okabe–Ito hex colour, by position in ``result["inputs"]``."""
-    return {
-        label: OKABE_ITO[i % len(OKABE_ITO)] for i, label in enumerate(method_labels(result))
-    }
+    return {label: OKABE_ITO[i % len(OKABE_ITO)] for i, label in enumerate(method_labels(result))}
 
 
 def method_linestyles(result: dict[str, Any]) -> dict[str, str]:
@@ -53,11 +51,6 @@ def method_linestyles(result: dict[str, Any]) -> dict[str, str]:
         label: LINESTYLES[(i // n) % len(LINESTYLES)]
         for i, label in enumerate(method_labels(result))
     }
-
-
-def method_kinds(result: dict[str, Any]) -> dict[str, str]:
-    """Label → checkpoint kind (``full``, ``lora``, ``multilora``, ...)."""
-    return {inp["label"]: inp.get("kind", "") for inp in result.get("inputs", [])}
 
 
 def new_figure(
@@ -94,8 +87,15 @@ def legend_if_any(ax: Axes, **kwargs: Any) -> None:
 def empty_panel(ax: Axes, message: str) -> None:
     """Mark a panel that has nothing to show, saying why."""
     ax.text(
-        0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes,
-        color=ANNOTATION_COLOR, fontsize="small", wrap=True,
+        0.5,
+        0.5,
+        message,
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        color=ANNOTATION_COLOR,
+        fontsize="small",
+        wrap=True,
     )
     ax.set_xticks([])
     ax.set_yticks([])

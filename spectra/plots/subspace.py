@@ -64,16 +64,23 @@ def subspace_similarity_figure(result: dict[str, Any]) -> Figure | None:
     for row_axes, (a, b) in zip(axes, pairs, strict=True):
         for ax, side in zip(row_axes, SIDES, strict=True):
             grid, n_modules = mean_phi_grid(result, a, b, side)
-            ax.set_title(f"{a} vs {b}: {_SIDE_NAMES[side]}\nmean over {n_modules} modules",
-                         fontsize="medium")
+            ax.set_title(
+                f"{a} vs {b}: {_SIDE_NAMES[side]}\nmean over {n_modules} modules", fontsize="medium"
+            )
             if n_modules == 0:
                 ax.set_axis_off()
                 continue
             k_a, k_b = grid.shape
             # origin="lower" with an extent of half-integers: cell (i, j) is centred on (j, i)
             image = ax.imshow(
-                grid, origin="lower", vmin=0.0, vmax=1.0, cmap=HEATMAP_CMAP,
-                extent=(0.5, k_b + 0.5, 0.5, k_a + 0.5), aspect="auto", interpolation="nearest",
+                grid,
+                origin="lower",
+                vmin=0.0,
+                vmax=1.0,
+                cmap=HEATMAP_CMAP,
+                extent=(0.5, k_b + 0.5, 0.5, k_a + 0.5),
+                aspect="auto",
+                interpolation="nearest",
             )
             integer_ticks(ax.xaxis, ax.yaxis)
             ax.set_xlabel(f"j (top-j singular vectors of {b})")

@@ -14,7 +14,8 @@ The mix is chosen so that the tasks differ in nature, which is what MultiLoRA's
 * ``iris`` — numeric measurements to category: Fisher's/Anderson's iris flowers (150 rows,
   three species, 50 each) from the copy scikit-learn ships (``sklearn/datasets/data/iris.csv``;
   scikit-learn is installed as a dependency of sentence-transformers, which the model package
-  requires), verbalised as "sepal 5.1 by 3.5 cm, petal 1.4 by 0.2 cm" → species.
+  requires), verbalised as "sepal 5.1 by 3.5 cm, petal 1.4 by 0.2 cm" → species; the
+  few repeated flowers are kept once.
 
 Every split is stratified by label and deterministic given the seed; train and test never
 share an item (a word, a number pair, a flower).
@@ -32,7 +33,7 @@ from spectra.recipe.config import RecipeConfig
 from spectra.recipe.deps import package_file
 
 _WORD = re.compile(r"[a-z][a-z'\-]*")  # an English word, no digits or punctuation faces
-_IRIS_TEST_SHARE = 0.3  # iris is small: 105 train / 45 test rows at most
+_IRIS_TEST_SHARE = 0.3  # iris is small: about 100 train / 40 test flowers at most
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def sentiment_task(config: RecipeConfig) -> TaskData:
 
 
 def compare_task(config: RecipeConfig) -> TaskData:
-    """"is a larger than b?" over distinct integers 0–999, half yes, half no, from the seed.
+    """Questions "is a larger than b?" over distinct integers 0–999, half yes, half no.
 
     Each unordered pair {a, b} is asked once, in one order, so a question and its mirror
     ("is b larger than a?") never sit on both sides of the split.
@@ -118,8 +119,10 @@ def iris_task(config: RecipeConfig) -> TaskData:
     species = tuple(rows[0][2:])  # header: n_rows, n_features, setosa, versicolor, virginica
     texts, labels = [], []
     for sl, sw, pl, pw, target in rows[1:]:
-        texts.append(f"sepal {sl} by {sw} cm, petal {pl} by {pw} cm")
-        labels.append(int(target))
+        text = f"sepal {sl} by {sw} cm, petal {pl} by {pw} cm"
+        if text not in texts:  # iris repeats a few flowers; a repeat could land in both splits
+            texts.append(text)
+            labels.append(int(target))
     n_test = min(config.n_test_per_task, int(len(texts) * _IRIS_TEST_SHARE))
     n_train = min(config.n_train_per_task, len(texts) - n_test)
     rng = np.random.default_rng([config.seed, 3])

@@ -5,7 +5,7 @@ Top-level fields: ``format``, ``complete``, ``settings_hash``, ``settings`` (the
 ``tasks`` (labels, split sizes, data source, chance level), ``accuracy`` (row → task →
 held-out accuracy; rows ``chance``, ``before``, then each method), ``methods`` (per method: the
 mean loss per step, per-task loss per step, encoder learning rate, trainable encoder
-parameters, adapted modules, wall time), ``wall_s``, ``files`` (name → path relative to the
+parameters, adapted modules, wall and CPU time), ``wall_s``, ``files`` (name → path relative to the
 output folder), ``versions`` (Python and the libraries involved) and ``created_utc``.
 """
 
@@ -61,6 +61,7 @@ def method_entry(
         "trainable_encoder_params": trainable,
         "adapted_modules": list(adapted),
         "wall_s": round(stats.wall_s, 3),
+        "cpu_s": round(stats.cpu_s, 3),
     }
 
 

@@ -122,30 +122,35 @@ def prepare_full(model: MultiTaskModel) -> int:
     return _n_trainable(model.encoder)
 
 
-def prepare_lora(model: MultiTaskModel, config: RecipeConfig) -> list[str]:
-    """Wrap the encoder with the real PEFT LoRA (r, α from the config; dropout 0; no bias).
-
-    ``get_peft_model`` initialises A Kaiming-uniform (global torch generator) and B = 0
-    (ΔW = 0 at step 0) and freezes everything else in the encoder; the heads stay trainable.
-
-    Returns:
-        The adapted module paths (relative to the encoder).
-    """
+def lora_config(config: RecipeConfig) -> object:
+    """The real PEFT ``LoraConfig`` for this recipe: r, α, targets; dropout 0, no bias."""
     require_module("peft", what="the LoRA run")
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
-    lora = LoraConfig(
+    return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=0.0,
         target_modules=list(config.target_modules),
         bias="none",
     )
-    with warnings.catch_warnings():  # transformers 5 deprecation noise from inside PEFT
-        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-        model.encoder = get_peft_model(model.encoder, lora)
+
+
+def prepare_lora(model: MultiTaskModel, config: RecipeConfig) -> list[str]:
+    """Wrap the encoder with the real PEFT LoRA (:func:`lora_config`).
+
+    ``get_peft_model`` initialises A Kaiming-uniform (global torch generator) and B = 0
+    (ΔW = 0 at step 0) and freezes everything else in the encoder; the heads stay trainable.
+
+    Returns:
+        The adapted module paths (relative to the encoder), sorted.
+    """
+    from peft import get_peft_model
     from peft.tuners.lora import LoraLayer
 
+    with warnings.catch_warnings():  # transformers 5 deprecation noise from inside PEFT
+        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+        model.encoder = get_peft_model(model.encoder, lora_config(config))
     prefix = "base_model.model."  # PeftModel -> LoraModel -> the encoder
     return sorted(
         name.removeprefix(prefix)
@@ -182,18 +187,46 @@ def prepare_multilora(model: MultiTaskModel, config: RecipeConfig) -> list[str]:
     return sorted(names)
 
 
-def check_same_targets(lora: Sequence[str], multilora: Sequence[str]) -> None:
+def planned_targets(encoder: nn.Module, config: RecipeConfig) -> list[str]:
+    """The ``nn.Linear`` paths both adapters will adapt, agreed before any training.
+
+    Matched with the MultiLoRA layer's rule (PEFT's suffix rule) and, when the LoRA run is
+    requested, cross-checked with PEFT's own matcher, so a pattern the two libraries read
+    differently fails here rather than after an hour of training.
+
+    Raises:
+        OptionError: Nothing matches, or PEFT and MultiLoRA would adapt different modules.
+    """
+    linears = [n for n, m in encoder.named_modules() if isinstance(m, nn.Linear)]
+    planned = sorted(n for n in linears if multilora_config(config).matches(n))
+    if not planned:
+        raise OptionError(
+            f"{list(config.target_modules)} matches no nn.Linear of the encoder; its linear "
+            f"layers are named like {linears[:6]}",
+            key="target_modules",
+        )
+    if "lora" in config.methods:
+        from peft.tuners.tuners_utils import check_target_module_exists
+
+        lora = lora_config(config)
+        check_same_targets(
+            planned, sorted(n for n in linears if check_target_module_exists(lora, n))
+        )
+    return planned
+
+
+def check_same_targets(planned: Sequence[str], adapted: Sequence[str]) -> None:
     """Both adapters must adapt the same matrices, or the comparison is not like for like.
 
     Raises:
-        OptionError: The target patterns select different modules in PEFT and in MultiLoRA.
+        OptionError: The two lists differ (the message names the differences).
     """
-    if sorted(lora) != sorted(multilora):
-        only_lora = sorted(set(lora) - set(multilora))
-        only_multi = sorted(set(multilora) - set(lora))
+    if sorted(planned) != sorted(adapted):
+        missing = sorted(set(planned) - set(adapted))
+        extra = sorted(set(adapted) - set(planned))
         raise OptionError(
-            f"PEFT and MultiLoRA adapt different modules (only LoRA: {only_lora}; only "
-            f"MultiLoRA: {only_multi}); use plain module-name patterns",
+            f"PEFT and MultiLoRA would adapt different modules (not adapted: {missing}; "
+            f"adapted in addition: {extra}); use plain module-name patterns",
             key="target_modules",
         )
 

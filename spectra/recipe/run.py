@@ -42,6 +42,7 @@ from spectra.recipe.model import (
     load_base,
     multilora_config,
     n_trainable_encoder,
+    planned_targets,
     prepare_full,
     prepare_lora,
     prepare_multilora,
@@ -89,6 +90,7 @@ class _Run:
     out_dir: Path
     device: torch.device
     encoder: torch.nn.Module  # the pretrained encoder, never trained itself
+    targets: list[str]  # module paths both adapters adapt ([] when neither runs)
     tasks: tuple[TaskData, ...]
     pad_id: int
     train: dict[str, Encoded]
@@ -131,7 +133,8 @@ def run_recipe(
 
     Raises:
         MissingDependencyError: A package of the ``demo`` extra is missing.
-        OptionError: ``device="cuda"`` without CUDA, or adapter targets that differ.
+        OptionError: ``device="cuda"`` without CUDA, or ``target_modules`` that match
+            nothing or that PEFT and MultiLoRA read differently (checked before training).
     """
     out_dir = Path(out_dir)
     say = progress or (lambda _msg: None)
@@ -162,12 +165,10 @@ def _train_all(config: RecipeConfig, out_dir: Path, say: Progress, threads: int)
         **run.eval_kwargs(),
     )
     wall["before"] = time.perf_counter() - t
-    entries, targets = {}, {}
+    entries = {}
     for method in config.methods:
-        entries[method], targets[method] = _train_method(method, run)
+        entries[method] = _train_method(method, run)
         wall[method] = entries[method]["wall_s"]
-    if "lora" in targets and "multilora" in targets:
-        check_same_targets(targets["lora"], targets["multilora"])
     wall["total"] = time.perf_counter() - t0
     return build_log(config, run.tasks, before, entries, wall, run.device, threads)
 
@@ -176,6 +177,8 @@ def _setup(config: RecipeConfig, out_dir: Path, say: Progress) -> _Run:
     device = _resolve_device(config.device)
     tasks = build_tasks(config)
     tokenizer, encoder = load_base()
+    adapters = {"lora", "multilora"} & set(config.methods)
+    targets = planned_targets(encoder, config) if adapters else []  # fail before training
     base = encoder.state_dict()  # pooler excluded (see model.py); float32
     meta = {"base_model": BASE_MODEL_NAME, "pooling": "mean"}
     files.write_safetensors(out_dir / "base.safetensors", base, meta)
@@ -186,21 +189,31 @@ def _setup(config: RecipeConfig, out_dir: Path, say: Progress) -> _Run:
     schedule = batch_schedule(sizes, config.steps, config.batch_per_task, config.seed)
     pad_id = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
     return _Run(
-        config, out_dir, device, encoder, tasks, pad_id, train_data, test_data, schedule, say
+        config,
+        out_dir,
+        device,
+        encoder,
+        targets,
+        tasks,
+        pad_id,
+        train_data,
+        test_data,
+        schedule,
+        say,
     )
 
 
-def _train_method(method: Method, run: _Run) -> tuple[dict, list[str]]:
-    """Prepare, train, evaluate and save one method. Returns (log entry, adapted modules)."""
+def _train_method(method: Method, run: _Run) -> dict:
+    """Prepare, train, evaluate and save one method. Returns its log entry."""
     config = run.config
     model = run.new_model()
+    targets: list[str] = []
     if method == "full":
         prepare_full(model)
-        targets: list[str] = []
-    elif method == "lora":
-        targets = prepare_lora(model, config)
     else:
-        targets = prepare_multilora(model, config)
+        prepare = prepare_lora if method == "lora" else prepare_multilora
+        targets = prepare(model, config)
+        check_same_targets(run.targets, targets)
     lr = config.lr_full if method == "full" else config.lr_adapter
     model.to(run.device)
     stats = train(
@@ -212,8 +225,7 @@ def _train_method(method: Method, run: _Run) -> tuple[dict, list[str]]:
         f"{method}: held-out accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
     )
     _save_method(method, model, run)
-    entry = method_entry(stats, acc, lr, n_trainable_encoder(model), targets)
-    return entry, targets
+    return method_entry(stats, acc, lr, n_trainable_encoder(model), targets)
 
 
 def _save_method(method: Method, model: MultiTaskModel, run: _Run) -> None:

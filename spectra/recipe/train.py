@@ -44,11 +44,14 @@ class TrainStats:
         loss: Mean-over-tasks cross-entropy at every step, (steps,).
         task_loss: Per task, its cross-entropy at every step.
         wall_s: Seconds spent in the loop (forward, backward, optimizer).
+        cpu_s: CPU seconds of this process in the loop, all threads (on a shared machine
+            ``cpu_s / threads`` estimates the wall time the loop would take alone).
     """
 
     loss: list[float]
     task_loss: dict[str, list[float]]
     wall_s: float
+    cpu_s: float
 
 
 def encode_tasks(
@@ -165,7 +168,7 @@ def train(
     task_curves: dict[str, list[float]] = {name: [] for name in data}
     every = max(1, len(schedule) // 10)
     model.train()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for step, picks in enumerate(schedule):
         losses = _step_losses(model, data, picks, pad_id, device)
         loss = torch.stack(list(losses.values())).mean()  # equal weight per task
@@ -180,7 +183,8 @@ def train(
         if progress is not None and ((step + 1) % every == 0 or step + 1 == len(schedule)):
             progress(f"{label}: step {step + 1}/{len(schedule)}, loss {loss_curve[-1]:.4f}")
     model.eval()
-    return TrainStats(loss_curve, task_curves, time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return TrainStats(loss_curve, task_curves, wall, cpu)
 
 
 def _step_losses(

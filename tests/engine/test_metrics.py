@@ -104,9 +104,15 @@ def test_nonfinite_spectrum():
 
 def test_shared_normalizations():
     v = torch.tensor([1.0, 4.0, 2.0])  # unsorted on purpose
-    assert torch.allclose(normalized_spectrum(v), torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64))
-    assert torch.allclose(normalized_spectrum(v, "sum"), torch.tensor([4, 2, 1], dtype=torch.float64) / 7)
-    assert torch.allclose(cumulative_energy(v), torch.tensor([16, 20, 21], dtype=torch.float64) / 21)
+    assert torch.allclose(
+        normalized_spectrum(v), torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
+    )
+    assert torch.allclose(
+        normalized_spectrum(v, "sum"), torch.tensor([4, 2, 1], dtype=torch.float64) / 7
+    )
+    assert torch.allclose(
+        cumulative_energy(v), torch.tensor([16, 20, 21], dtype=torch.float64) / 21
+    )
     assert energy_share(v, 2) == pytest.approx(20 / 21, rel=1e-12)
     assert energy_share(v, 99) == pytest.approx(1.0, rel=1e-12)
     assert energy_share(torch.zeros(3), 1) is None

@@ -56,7 +56,9 @@ def test_known_angles(orthonormal):
     assert phi_grid(u1, u2)[-1, -1] == pytest.approx(sum(cos2) / 4, abs=1e-12)
     assert phi_grid(u1, u2)[0, 0] == pytest.approx(cos2[0], abs=1e-12)
     assert torch.allclose(principal_angles(u1, u2), torch.tensor(thetas, dtype=F64), atol=1e-10)
-    assert grassmann_distance(u1, u2) == pytest.approx(math.sqrt(sum(t * t for t in thetas)), abs=1e-10)
+    assert grassmann_distance(u1, u2) == pytest.approx(
+        math.sqrt(sum(t * t for t in thetas)), abs=1e-10
+    )
     assert projection_distance(u1, u2) == pytest.approx(math.sqrt(4 - sum(cos2)), abs=1e-10)
 
 

@@ -68,7 +68,9 @@ def test_structural_zeros_and_full():
     assert (len(spec.values), spec.structural_zeros, spec.full_size) == (8, 40, 48)
     assert full.shape == (48,) and torch.equal(full[8:], torch.zeros(40))
     assert torch.equal(full[:8], spec.values)
-    wide = spectrum(ModuleUpdate("m", (20, 10), left=torch.randn(20, 16), right=torch.randn(16, 10)))
+    wide = spectrum(
+        ModuleUpdate("m", (20, 10), left=torch.randn(20, 16), right=torch.randn(16, 10))
+    )
     assert (len(wide.values), wide.structural_zeros) == (10, 0)
 
 
@@ -83,22 +85,32 @@ def test_dense_spectrum_has_no_structural_zeros(with_spectrum):
 def test_top_vectors_match_chosen_ones(with_spectrum, factored):
     a, u, v = with_spectrum(CHOSEN, 40, 30, seed=5)
     if factored:
-        upd = ModuleUpdate("m", (40, 30), left=u * torch.tensor(CHOSEN, dtype=torch.float64), right=v.T)
+        upd = ModuleUpdate(
+            "m", (40, 30), left=u * torch.tensor(CHOSEN, dtype=torch.float64), right=v.T
+        )
     else:
         upd = ModuleUpdate("m", (40, 30), dense=a)
     spec = spectrum(upd, vectors=3)
     assert spec.U is not None and spec.V is not None
     assert spec.U.shape == (40, 3) and spec.V.shape == (30, 3)
     # Distinct singular values: each vector is the chosen one up to sign.
-    assert torch.allclose((spec.U.T @ u[:, :3]).abs(), torch.eye(3, dtype=torch.float64), atol=1e-10)
-    assert torch.allclose((spec.V.T @ v[:, :3]).abs(), torch.eye(3, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(
+        (spec.U.T @ u[:, :3]).abs(), torch.eye(3, dtype=torch.float64), atol=1e-10
+    )
+    assert torch.allclose(
+        (spec.V.T @ v[:, :3]).abs(), torch.eye(3, dtype=torch.float64), atol=1e-10
+    )
     # The signs pair up: Uᵀ ΔW V = diag(σ_1..3).
-    assert torch.allclose(spec.U.T @ a @ spec.V, torch.diag(torch.tensor(CHOSEN[:3])).double(), atol=1e-10)
+    assert torch.allclose(
+        spec.U.T @ a @ spec.V, torch.diag(torch.tensor(CHOSEN[:3])).double(), atol=1e-10
+    )
 
 
 def test_vectors_are_clipped_to_rank():
     gen = torch.Generator().manual_seed(6)
-    s, u, v = svd_factored(torch.randn(20, 4, generator=gen), torch.randn(4, 10, generator=gen), vectors=99)
+    s, u, v = svd_factored(
+        torch.randn(20, 4, generator=gen), torch.randn(4, 10, generator=gen), vectors=99
+    )
     assert u is not None and v is not None
     assert u.shape == (20, 4) and v.shape == (10, 4) and len(s) == 4
 

@@ -126,7 +126,12 @@ def test_lora_scaling_closed_form() -> None:
 )
 @pytest.mark.parametrize(
     "module",
-    ["encoder.layer.0.attention.self.query", "encoder.layer.1.attention.self.query", "query", "xquery"],
+    [
+        "encoder.layer.0.attention.self.query",
+        "encoder.layer.1.attention.self.query",
+        "query",
+        "xquery",
+    ],
 )
 def test_pattern_value_matches_peft(pattern: dict[str, int], module: str) -> None:
     want = pattern.get(get_pattern_key(list(pattern), module), -1)  # PEFT's own lookup
@@ -170,7 +175,9 @@ def test_bin_weights_file(tmp_path: Path) -> None:
     want = peft_model.merge_and_unload().state_dict()["lin2.weight"] - base["lin2.weight"]
     assert (tmp_path / "a" / "adapter_model.bin").is_file()
     reader = PeftLoraReader(tmp_path / "a" / "adapter_model.bin")
-    assert torch.allclose(reader.update("lin2").materialize(), want, rtol=0, atol=1e-6 * want.abs().max())
+    assert torch.allclose(
+        reader.update("lin2").materialize(), want, rtol=0, atol=1e-6 * want.abs().max()
+    )
 
 
 def test_float64_is_tighter(tmp_path: Path) -> None:
@@ -270,6 +277,7 @@ def test_conv_lora_flattened(tmp_path: Path) -> None:
     assert reader.update("conv").shape == (4, 27)
 
 
+@pytest.mark.filterwarnings("ignore:Adapter 'default'.*invalid shape")  # PEFT flags the 1-D bias
 def test_lora_bias_is_reported_not_added(tmp_path: Path) -> None:
     config = LoraConfig(r=2, lora_alpha=4, target_modules=["lin1"], lora_bias=True)
     oracle = _adapter(Toy().double(), config, tmp_path / "a")
@@ -281,7 +289,9 @@ def test_lora_bias_is_reported_not_added(tmp_path: Path) -> None:
     assert reader.modules()[0].detail["lora_B.bias"] is True
 
 
-def test_base_names_with_prefix(plain: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path) -> None:
+def test_base_names_with_prefix(
+    plain: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path
+) -> None:
     adapter, oracle = plain
     base = {f"model.{k}": v.contiguous() for k, v in Toy().state_dict().items()}
     save_file(base, str(tmp_path / "base.safetensors"))
@@ -297,13 +307,14 @@ def test_base_names_with_prefix(plain: tuple[Path, dict[str, torch.Tensor]], tmp
 # --- refusals -----------------------------------------------------------------------------------
 
 
-def test_missing_lora_b(plain: tuple[Path, dict[str, torch.Tensor]]) -> None:
+@pytest.mark.parametrize("dropped", ["lora_B.weight", "lora_A.weight"])
+def test_missing_half(plain: tuple[Path, dict[str, torch.Tensor]], dropped: str) -> None:
     adapter, _ = plain
     path = adapter / "adapter_model.safetensors"
     raw = load_file(str(path))
-    del raw["base_model.model.lin2.lora_B.weight"]
+    del raw[f"base_model.model.lin2.{dropped}"]
     save_file(raw, str(path))
-    with pytest.raises(AdapterConfigError, match="lin2.*lora_B") as e:
+    with pytest.raises(AdapterConfigError, match=f"lin2.*no '{dropped}'") as e:
         PeftLoraReader(adapter)
     assert e.value.key == "lin2"
 
