@@ -290,7 +290,7 @@ def analyze(
         base=None if base is None else str(Path(base).absolute()),
         checkpoints=tuple(str(Path(c).absolute()) for c in checkpoints),
         labels=tuple(i.label for i in ctx.inputs),
-        kinds=tuple(kinds) if kinds is not None else (None,) * len(checkpoints),
+        kinds=tuple(i.reader.kind for i in ctx.inputs),  # as detected here: no second guess
         options=options,
         lora_alpha=lora_alpha,
         lora_scale=lora_scale,

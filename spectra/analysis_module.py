@@ -15,7 +15,7 @@ measures against W0 decompose ΔW themselves (spectra.engine.against_base).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,7 @@ class ModuleContext:
     base: TensorSource | None
     inputs: list[Input]
     modules_of: dict[str, set[str]]
+    _base_stream: TensorStream | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self._base_stream = None if self.base is None else TensorStream(self.base)
@@ -142,7 +143,14 @@ def _analyze_update(
         "rank": update.inner_rank,
         "notes": list(update.notes),
     }
-    if not _finite(update):
+    finite = _finite(update)
+    spec = None
+    if finite:
+        try:
+            spec, metrics, truncated = _spectrum_and_metrics(update, ctx, vectors)
+        except torch.linalg.LinAlgError:  # LAPACK did not converge (entries near float max)
+            spec = None
+    if spec is None or not bool(torch.isfinite(spec.values).all()):
         row.update(
             singular_values=[],
             structural_zeros=0,
@@ -152,9 +160,14 @@ def _analyze_update(
             multilora=None,
             nonfinite=True,
         )
-        row["notes"].append("ΔW has NaN/Inf entries: left out of every mean and figure")
+        why = (
+            "ΔW has NaN/Inf entries"
+            if not finite
+            else f"the SVD of ΔW overflows {str(update.dtype).removeprefix('torch.')} (rerun "
+            "with --dtype float64)"
+        )
+        row["notes"].append(f"{why}: left out of every mean and figure")
         return row, None
-    spec, metrics, truncated = _spectrum_and_metrics(update, ctx, vectors)
     row.update(
         singular_values=[float(v) for v in spec.values.tolist()],
         structural_zeros=int(spec.structural_zeros),

@@ -95,7 +95,9 @@ class ProcessExecutor:
     """A pool of ``workers`` local processes, each limited to ``threads`` threads.
 
     Workers start from a fork server (spawn where the platform has none), never by forking
-    this process: a fork of a process whose OpenMP pool already ran can hang.
+    this process: a fork of a process whose OpenMP pool already ran can hang. As with any
+    such pool, a script that creates one must guard its entry point
+    (``if __name__ == "__main__":``); the ``spectra`` CLI does.
 
     Args:
         workers: Number of processes (≥ 1).
@@ -154,7 +156,9 @@ class DaskExecutor:
             self._client = scheduler
         else:
             if scheduler is None:
-                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+                cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                )
                 self._own.append(cluster)
                 scheduler = cluster
             try:

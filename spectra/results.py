@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from spectra.errors import FileFormatError
 from spectra.io.atomic import write_text_atomic
+from spectra.io.jsonfile import read_json
+from spectra.io.result_schema import check_result
 
 REQUIRED_KEYS = ("inputs", "modules", "similarity", "summary", "settings")
 
@@ -27,30 +28,13 @@ def load_result(path: str | Path) -> dict[str, Any]:
     """Read a result written by :func:`save_result` (``spectra compare --json``).
 
     Raises:
-        FileFormatError: The file is missing, not JSON, or lacks a required key.
+        FileFormatError: The file is missing, unreadable or not JSON, or a field the plotters,
+            report or diagnose read is missing or ill-typed (see
+            :mod:`spectra.io.result_schema`); the message names the file and the field.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise FileFormatError("file not found", path=path) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise FileFormatError(f"cannot read: {e}", path=path) from e
-    try:
-        result = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FileFormatError(
-            f"not valid JSON ({e.msg} at line {e.lineno}); pass a file written by "
-            "`spectra compare --json`",
-            path=path,
-        ) from e
-    if not isinstance(result, dict):
-        raise FileFormatError("not a spectra result (top level is not an object)", path=path)
-    missing = [k for k in REQUIRED_KEYS if k not in result]
-    if missing:
-        raise FileFormatError(
-            f"not a spectra result: missing {', '.join(missing)}; pass a file written by "
-            "`spectra compare --json`",
-            path=path,
-        )
-    return result
+    return check_result(
+        read_json(
+            path, what="the result file", fix="pass a file written by `spectra compare --json`"
+        ),
+        path,
+    )

@@ -22,3 +22,18 @@ torch.set_num_threads(1)
 def _seed() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory):
+    """One quick recipe run for the whole session, written where `spectra demo --quick --out
+    <dir>` looks for its cached run (``<dir>/run``): the recipe tests inspect it, the demo
+    test reuses it instead of training again. Returns (RecipeResult, progress messages)."""
+    from spectra.recipe import RecipeConfig, run_recipe
+
+    demo_dir = tmp_path_factory.mktemp("demo")
+    messages: list[str] = []
+    result = run_recipe(
+        RecipeConfig.quick(num_threads=1), demo_dir / "run", progress=messages.append
+    )
+    return result, messages

@@ -10,6 +10,7 @@ import typer
 from spectra.analysis import analyze
 from spectra.engine.randomized import DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERS
 from spectra.loaders import LoadOptions, open_checkpoint, open_tensors
+from spectra.loaders.lowrank import check_ranks
 from spectra.parallel import make_executor
 from spectra.results import save_result
 from spectra_cli import options as o
@@ -87,10 +88,20 @@ def inspect(
     kind: Annotated[str | None, typer.Option("--kind", help="Force the kind.")] = None,
     lora_alpha: o.LoraAlpha = None,
     lora_scale: o.LoraScale = None,
+    rank_check: Annotated[
+        bool,
+        typer.Option(
+            "--rank-check/--no-rank-check",
+            help="For a full checkpoint with --base: the numerical rank of every ΔW (singular "
+            "values of each module), flagging a merged adapter (rank ≪ min(out, in)).",
+        ),
+    ] = True,
 ) -> None:
-    """List what a checkpoint holds: kind, modules, ΔW shapes, ranks, scaling."""
+    """List what a checkpoint holds: kind, modules, ΔW shapes, ranks, scaling, structure."""
     forced = o.kinds_for([kind], 1)[0] if kind else None
     base_src = open_tensors(base) if base is not None else None
     opts = LoadOptions(kind=forced, lora_alpha=lora_alpha, lora_scale=lora_scale)
     reader = open_checkpoint(ckpt, base=base_src, options=opts)
-    typer.echo(render.inspect_text(reader))
+    full_with_base = base_src is not None and reader.kind == "full"
+    ranks = check_ranks(reader) if rank_check and full_with_base else None
+    typer.echo(render.inspect_text(reader, ranks))

@@ -12,6 +12,7 @@ from spectra.diagnose import SEVERITY, Thresholds, diagnose, render_text
 from spectra.errors import EXIT_VERDICT, OptionError
 from spectra.results import load_result, save_result
 from spectra_cli import options as o
+from spectra_cli import render
 from spectra_cli.app import app
 
 Inputs = Annotated[
@@ -49,7 +50,7 @@ def _result_from(
     opts = o.analysis_options(
         modules=modules, top_k=top_k, dtype=dtype, device=device, base_metrics=base_metrics
     )
-    return analyze(
+    result = analyze(
         base,
         ckpts,
         labels=label,
@@ -57,6 +58,9 @@ def _result_from(
         options=opts,
         progress=o.Progress(quiet),
     )
+    for line in render.problems(result):  # skipped / one-sided keys / NaN modules, as compare
+        typer.echo(line, err=True)
+    return result
 
 
 @app.command()
@@ -218,6 +222,8 @@ def diagnose_cmd(
     )
     diagnosis = diagnose(result, thresholds)
     typer.echo(render_text(diagnosis, all_modules=all_modules))
+    for line in render.problems(result):  # skipped / one-sided keys / NaN modules, as compare
+        typer.echo(line, err=True)
     if json_out is not None:
         save_result({"diagnosis": diagnosis.to_dict(), "result": result}, json_out)
     if any(diagnosis.reached(v) for v in fail_on or []):

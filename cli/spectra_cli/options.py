@@ -20,8 +20,8 @@ Kind = Annotated[
     list[str] | None,
     typer.Option(
         "--kind",
-        help="Force the kind of a CKPT instead of detecting it: full, lora, multilora "
-        "(repeat: one per CKPT, in order; 'auto' detects).",
+        help="Force the kind of a CKPT instead of detecting it: full, lora, dora, multilora, "
+        "kohya, loha, lokr (repeat: one per CKPT, in order; 'auto' detects).",
     ),
 ]
 Modules = Annotated[

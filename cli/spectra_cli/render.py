@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from spectra.loaders.base import CheckpointReader
+from spectra.loaders.base import CheckpointReader, ModuleInfo
+from spectra.loaders.lowrank import RankCheck, merged_adapter_lines
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -88,18 +89,38 @@ def problems(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def inspect_text(reader: CheckpointReader) -> str:
-    """What a checkpoint holds: kind, config, and one row per module."""
+def inspect_text(reader: CheckpointReader, ranks: Sequence[RankCheck] | None = None) -> str:
+    """What a checkpoint holds: kind, config, and one row per module (its structure: factored
+    or dense, and why); with ``ranks`` (a full checkpoint read against its base) a numerical
+    rank column and the merged-adapter verdict."""
     infos = reader.modules()
     head = [f"path:    {reader.path}", f"kind:    {reader.kind}", f"modules: {len(infos)}"]
     for key, value in sorted(reader.config.items()):
         if value not in (None, {}, [], ()):
             head.append(f"{key}: {value}")
-    rows = [[i.module, "×".join(map(str, i.shape)), i.rank, i.scaling] for i in infos]
-    body = table(["module", "ΔW shape (out×in)", "rank R", "scaling"], rows)
+    by_module = {c.module: c.numerical_rank for c in ranks or ()}
+    rows = [
+        [i.module, "×".join(map(str, i.shape)), i.rank, i.scaling, _structure(i)]
+        + ([by_module.get(i.module)] if ranks is not None else [])
+        for i in infos
+    ]
+    headers = ["module", "ΔW shape (out×in)", "rank R", "scaling", "structure"]
+    body = table(headers + (["num. rank"] if ranks is not None else []), rows)
     rep = reader.report
-    tail = []
+    tail = merged_adapter_lines(ranks) if ranks is not None else []
     if rep.skipped_1d:
         tail.append(f"skipped {len(rep.skipped_1d)} 1-D tensors")
+    for where, keys in (("base", rep.only_in_base), ("tuned", rep.only_in_tuned)):
+        if keys:
+            shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+            tail.append(f"{len(keys)} keys only in {where} (not compared): {shown}")
     tail += rep.notes
     return "\n".join(head) + "\n\n" + body + ("\n" + "\n".join(tail) if tail else "")
+
+
+def _structure(info: ModuleInfo) -> str:
+    """The reader's own words (``detail["structure"]``), else dense / factored from the rank."""
+    given = info.detail.get("structure")
+    if given:
+        return str(given)
+    return "dense" if info.rank is None else f"factored, rank ≤ {info.rank}"

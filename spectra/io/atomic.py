@@ -1,6 +1,9 @@
 """Atomic output: write to a temporary file beside the destination, then rename over it.
 
-A failure or an interrupt leaves either the old file or no file, never a partial one.
+A failure or an interrupt leaves either the old file or no file, never a partial one, and no
+temporary file behind. Writing can fail for reasons outside spectra (a full disk, a read-only
+directory, ``--out`` naming an existing file, ``--json`` naming a directory): such an
+:class:`OSError` becomes a :class:`~spectra.errors.SpectraError` naming the destination.
 """
 
 from __future__ import annotations
@@ -11,26 +14,48 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from spectra.errors import SpectraError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s directory; on success rename it to ``path``.
 
     The parent directory is created if missing. On any exception (KeyboardInterrupt too) the
-    temporary file is removed and the exception re-raised.
+    temporary file is removed and the exception re-raised; an :class:`OSError` is re-raised
+    as a :class:`~spectra.errors.SpectraError` that names ``path``.
+
+    Raises:
+        SpectraError: The directory cannot be created, or the file cannot be written or
+            renamed into place (e.g. ``path`` is a directory, the disk is full).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _cannot_write(path, e) from e
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError):
+            raise _cannot_write(path, e) from e
         raise
+
+
+def _cannot_write(path: Path, e: OSError) -> SpectraError:
+    if path.is_dir():
+        why = "it is a directory; pass a file name"
+    elif path.parent.exists() and not path.parent.is_dir():
+        why = f"{path.parent} is a file, not a directory; pass another output path"
+    else:
+        why = f"{e.strerror or e}; check free space and write permission in {path.parent}"
+    return SpectraError(f"cannot write the output: {why}", path=path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

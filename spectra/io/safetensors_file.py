@@ -58,6 +58,11 @@ class SafetensorsFile:
             raise FileFormatError(
                 f"cannot read safetensors header ({e}); {_HOW_TO_FIX}", path=self.path
             ) from e
+        except OSError as e:  # removed, replaced or made unreadable since check_file
+            raise FileFormatError(
+                f"cannot open the file ({e.strerror or e}); check that it exists and is readable",
+                path=self.path,
+            ) from e
         self.description = f"safetensors file {self.path} ({len(self._keys)} tensors)"
 
     def keys(self) -> list[str]:
@@ -88,7 +93,7 @@ class SafetensorsFile:
         self._require(key)
         try:
             return self._handle.get_tensor(key)
-        except SafetensorError as e:
+        except (SafetensorError, OSError) as e:
             raise FileFormatError(
                 f"cannot read tensor ({e}); {_HOW_TO_FIX}", path=self.path, key=key
             ) from e

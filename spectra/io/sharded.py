@@ -1,22 +1,25 @@
 """A sharded checkpoint: an ``*.index.json`` weight map plus one file per shard.
 
 Index layout (Hugging Face ``save_pretrained``): ``{"metadata": {...}, "weight_map":
-{tensor_name: shard_file_name}}``, shard names relative to the index's directory. Keys come
+{tensor_name: shard_file_name}}``, shard names relative to the index's directory (a name that
+leaves it, ``../x`` or ``/abs/x``, or names another index, is refused). Keys come
 from the weight map; each tensor is read from its shard when asked for. At most one shard is
 open at a time, so memory is bounded by one shard's mapping, not the whole model.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
 from spectra.errors import FileFormatError
 from spectra.io._common import check_file, missing_key
+from spectra.io.jsonfile import read_json
 from spectra.io.source import TensorSource
+
+_INDEX_SUFFIX = ".index.json"
 
 
 class ShardedCheckpoint:
@@ -98,12 +101,7 @@ class ShardedCheckpoint:
 def _read_index(index: Path) -> tuple[dict[str, str], dict[str, str]]:
     """``weight_map`` and ``metadata`` (stringified) of an index file, validated."""
     check_file(index)
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FileFormatError(
-            f"the index is not valid JSON ({e}); download or save it again", path=index
-        ) from e
+    data = read_json(index, what="the index", fix="download or save it again")
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
@@ -114,9 +112,32 @@ def _read_index(index: Path) -> tuple[dict[str, str], dict[str, str]]:
             path=index,
             key="weight_map",
         )
+    for key, shard in sorted(weight_map.items()):
+        _check_shard_name(index, key, shard)
     meta = data.get("metadata") or {}
     metadata = {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
     return dict(weight_map), metadata
+
+
+def _check_shard_name(index: Path, key: str, shard: str) -> None:
+    """A shard is a weights file inside the index's directory: the name is checked as text,
+    before anything is opened, so an index cannot make spectra read files elsewhere
+    (``../``, absolute paths) or open an index again (endless recursion)."""
+    name = PurePosixPath(shard.replace("\\", "/"))  # a Windows-style name is checked alike
+    if not name.parts or name.is_absolute() or ".." in name.parts or ":" in name.parts[0]:
+        raise FileFormatError(
+            f"the index names shard {shard!r}, which is not a file name inside {index.parent}; "
+            "shards must sit beside the index: fix or regenerate the index",
+            path=index,
+            key=key,
+        )
+    if shard.lower().endswith(_INDEX_SUFFIX):
+        raise FileFormatError(
+            f"the index names shard {shard!r}, which is another index, not a weights file; "
+            "fix or regenerate the index",
+            path=index,
+            key=key,
+        )
 
 
 def _check_shards(index: Path, weight_map: dict[str, str]) -> None:

@@ -20,6 +20,9 @@ The loaded object is normalized to a flat ``{key: tensor}`` map:
 from __future__ import annotations
 
 import pickle
+import pickletools
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,12 @@ from spectra.io._common import check_file, missing_key
 _WRAPPERS = ("state_dict", "model", "module")
 _DDP = "module."
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format; older files are raw pickles
+# What torch's weights-only unpickler says when it refuses an object (torch 2.x messages) ...
+_REFUSED_OBJECTS = ("global", "reduce for", "new object", "can only build")
+# ... or when it meets a real pickle opcode it does not support (INST, protocol 4 FRAME, ...);
+# a byte that is no opcode at all means the bytes are not a pickle: a corrupt file
+_PICKLE_OPCODES = frozenset(op.code.encode("latin-1")[0] for op in pickletools.opcodes)
+_UNPICKLER_SAYS = "WeightsUnpickler error:"
 
 
 class TorchFile:
@@ -81,28 +90,50 @@ def _load(path: Path) -> Any:
 
     The format is told from the magic bytes rather than from a failed mmap attempt: old
     (non-zip) files cannot be mmapped, and a truncated zip must be reported as corrupt, not
-    retried as an old pickle.
+    retried as an old pickle. torch's warnings about the file (an unusual pickle protocol) are
+    not shown: the outcome is either the tensors or one of spectra's errors.
     """
-    with path.open("rb") as f:
-        is_zip = f.read(4) == _ZIP_MAGIC
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        with path.open("rb") as f:
+            is_zip = f.read(4) == _ZIP_MAGIC
+    except OSError as e:
+        raise FileFormatError(
+            f"cannot read the file ({e.strerror or e}); check that it exists and is readable",
+            path=path,
+        ) from e
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():
+        if _needs_code_execution(e):
             raise _unsafe(path, e) from e
         raise _corrupt(path, e) from e
-    except Exception as e:  # torch raises RuntimeError, KeyError, EOFError... for bad bytes
+    except Exception as e:  # RuntimeError, OSError, KeyError, EOFError... for bad bytes
         raise _corrupt(path, e) from e
+
+
+def _needs_code_execution(e: pickle.UnpicklingError) -> bool:
+    """True when torch's restricted unpickler refused something only the unrestricted one
+    reads (a global, a call, an instance, or a pickle opcode it does not support: only running
+    the file's pickle could load it); False for bytes that are not pickle opcodes at all."""
+    msg = str(e).lower()
+    if any(word in msg for word in _REFUSED_OBJECTS):
+        return True
+    operand = re.search(r"unsupported operand (\d+)", msg)
+    return operand is not None and int(operand.group(1)) in _PICKLE_OPCODES
 
 
 def _unsafe(path: Path, e: Exception) -> UnsafeFileError:
-    # torch's message is advice to use weights_only=False around the one line that matters.
-    lines = [ln for ln in str(e).splitlines() if "global" in ln.lower()]
-    said = f" (torch said: {lines[0].strip()})" if lines else ""
+    # torch's message is paragraphs of advice around the one line that matters
+    text = str(e).split(_UNPICKLER_SAYS, 1)[-1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    said = f" (torch said: {lines[0]})" if lines else ""
     return UnsafeFileError(
-        "this pickle holds objects other than tensors and plain containers, so loading it "
-        "would need code execution; spectra will not run it. If you trust the file, convert "
-        "it to safetensors in a trusted environment: "
+        "torch's safe loader (weights_only=True) refuses this pickle: it holds objects other "
+        "than tensors and plain containers, or pickle features only the unrestricted loader "
+        "reads, so loading it would need code execution; spectra will not run it. If you trust "
+        "the file, convert it to safetensors in a trusted environment: "
         "`sd = torch.load(path, weights_only=False); "
         "safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, 'model.safetensors')`"
         f"{said}",
@@ -111,7 +142,9 @@ def _unsafe(path: Path, e: Exception) -> UnsafeFileError:
 
 
 def _corrupt(path: Path, e: Exception) -> FileFormatError:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    # torch wraps the unpickler's one-line reason in paragraphs of advice: keep the reason
+    text = str(e).split(_UNPICKLER_SAYS, 1)[-1].strip()
+    msg = text.splitlines()[0] if text else type(e).__name__
     return FileFormatError(
         f"cannot load as a torch file ({type(e).__name__}: {msg}); the file is truncated, "
         "corrupt or not a torch checkpoint; save or download it again",
@@ -164,18 +197,37 @@ def _normalize(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 
 def _flatten(obj: dict, prefix: str, out: dict[str, torch.Tensor], path: Path) -> None:
-    for k, v in obj.items():
-        if not prefix and k == "__metadata__":
-            continue
-        key = f"{prefix}{k}"
-        if isinstance(v, torch.Tensor):
-            if key in out:
-                raise FileFormatError(
-                    "two entries flatten to the same key (a nested dict and a dotted key); "
-                    "save a flat state dict",
-                    path=path,
-                    key=key,
-                )
-            out[key] = v
-        elif isinstance(v, dict):
-            _flatten(v, f"{key}.", out, path)
+    """Nested dicts of tensors into ``out`` under dotted keys; non-tensor values are dropped.
+
+    Iterative (an explicit stack, not recursion): a crafted file may nest dicts thousands deep.
+    """
+    stack: list[tuple[dict, str]] = [(obj, prefix)]
+    while stack:
+        node, pre = stack.pop()
+        for k, v in node.items():
+            if not pre and k == "__metadata__":
+                continue
+            key = f"{pre}{k}"
+            if isinstance(v, torch.Tensor):
+                _add_tensor(out, key, v, path)
+            elif isinstance(v, dict):
+                stack.append((v, f"{key}."))
+
+
+def _add_tensor(out: dict[str, torch.Tensor], key: str, tensor: torch.Tensor, path: Path) -> None:
+    if key in out:
+        raise FileFormatError(
+            "two entries flatten to the same key (a nested dict and a dotted key); "
+            "save a flat state dict",
+            path=path,
+            key=key,
+        )
+    if tensor.layout != torch.strided or tensor.is_quantized or tensor.is_nested:
+        kind = "quantized" if tensor.is_quantized else str(tensor.layout).removeprefix("torch.")
+        raise FileFormatError(
+            f"stored as a {'nested' if tensor.is_nested else kind} tensor; spectra reads dense "
+            "tensors: save it dense (`t.to_dense()` / `t.dequantize()`) and pass that file",
+            path=path,
+            key=key,
+        )
+    out[key] = tensor

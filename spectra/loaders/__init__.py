@@ -1,7 +1,18 @@
 """From checkpoint files to ΔW: detect the kind of a checkpoint and open it with its reader.
 
-Adding a format (DoRA, kohya, LyCORIS, loralib) takes one reader file and one entry in
-:data:`READERS` (plus a detection rule in :mod:`spectra.loaders.detect`).
+======================  =============================================  ===========================
+kind                    reader                                         files
+======================  =============================================  ===========================
+``full``                :class:`~spectra.loaders.full.FullReader`       full checkpoint + BASE
+``lora`` / ``dora``     :class:`~spectra.loaders.peft.PeftLoraReader`,  PEFT adapter dir; LoRA state
+                        :class:`~spectra.loaders.plain_lora.PlainLoraReader`  dict (loralib, PEFT keys)
+``multilora``           :class:`~spectra.loaders.multilora.MultiLoRAReader`  spectra MultiLoRA file
+``kohya`` / ``loha`` /  :class:`~spectra.loaders.kohya.KohyaReader`     kohya / LyCORIS file
+``lokr``
+======================  =============================================  ===========================
+
+Adding a format takes one reader file and one entry in :data:`READERS` (plus a detection rule
+in :mod:`spectra.loaders.detect`).
 """
 
 from __future__ import annotations
@@ -18,17 +29,35 @@ from spectra.loaders.base import (
     ModuleInfo,
     ReaderFactory,
 )
-from spectra.loaders.detect import detect_kind
+from spectra.loaders.detect import detect_kind, find_peft_files
 from spectra.loaders.full import FullReader
+from spectra.loaders.kohya import KohyaReader
+from spectra.loaders.lora_factors import LoraFileReader
 from spectra.loaders.multilora import MultiLoRAReader
 from spectra.loaders.peft import PeftLoraReader
+from spectra.loaders.plain_lora import PlainLoraReader, write_lora_state_dict
 from spectra.update import Kind
+
+
+def open_lora(
+    path: Path, *, base: TensorSource | None, options: LoadOptions
+) -> PeftLoraReader | PlainLoraReader:
+    """A LoRA / DoRA adapter: PEFT's layout when an ``adapter_config.json`` is there or beside
+    the file, else a plain state dict (:mod:`spectra.loaders.plain_lora`)."""
+    if find_peft_files(Path(path)) is not None:
+        return PeftLoraReader(path, base=base, options=options)
+    return PlainLoraReader(path, base=base, options=options)
+
 
 # kind → the class (or function) that opens a checkpoint of that kind.
 READERS: dict[Kind, ReaderFactory] = {
     "full": FullReader,
-    "lora": PeftLoraReader,
+    "lora": open_lora,
+    "dora": open_lora,
     "multilora": MultiLoRAReader,
+    "kohya": KohyaReader,
+    "loha": KohyaReader,
+    "lokr": KohyaReader,
 }
 
 
@@ -38,12 +67,14 @@ def open_checkpoint(
     """Open a checkpoint of any supported kind for reading ΔW module by module.
 
     Args:
-        path: A checkpoint file or directory (PEFT adapter dir or file, MultiLoRA file, full
-            checkpoint file / sharded index / model directory).
+        path: A checkpoint file or directory (PEFT adapter dir or file, LoRA state dict,
+            kohya / LyCORIS file, MultiLoRA file, full checkpoint file / sharded index / model
+            directory).
         base: The base model's tensors (:func:`spectra.io.open_tensors`); needed for full
             checkpoints, optional for adapters (then module names are mapped to base names and
             shapes checked).
-        options: Compute dtype, and ``kind`` to skip detection.
+        options: Compute dtype, ``kind`` to skip detection, ``lora_alpha`` / ``lora_scale``
+            for LoRA files that store no α.
 
     Returns:
         The reader for the detected (or forced) kind.
@@ -66,10 +97,16 @@ def open_checkpoint(
 __all__ = [
     "READERS",
     "CheckpointReader",
+    "KohyaReader",
     "LoadOptions",
     "LoadReport",
+    "LoraFileReader",
     "ModuleInfo",
+    "PeftLoraReader",
+    "PlainLoraReader",
     "detect_kind",
     "open_checkpoint",
+    "open_lora",
     "open_tensors",
+    "write_lora_state_dict",
 ]

@@ -3,7 +3,8 @@
 Checkpoints of the same network often differ by a leading prefix: a task head wraps the
 backbone (``bert.encoder.layer.0.attention.self.query`` vs ``encoder.layer.0.attention.self.query``),
 PEFT adds ``base_model.model.``, a training framework adds its own. This module is the one place
-that decides which base module a checkpoint module is; every loader calls :func:`align_modules`.
+that decides which base module a checkpoint module is; every loader calls :func:`align_modules`
+(adapters through :func:`align_to_base`, which also checks each ΔW shape against the base).
 
 Rule, on dotted components:
 
@@ -21,12 +22,15 @@ Names that match nothing are returned in :attr:`Alignment.unmatched`; the caller
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from spectra.errors import CheckpointMismatchError
+from spectra.io.source import TensorSource
+from spectra.loaders.base import LoadReport
 
 _MAX_LISTED = 5  # candidates / names shown in one error message
 
@@ -170,3 +174,76 @@ def _listing(items: list[str]) -> str:
     shown = ", ".join(repr(s) for s in items[:_MAX_LISTED])
     more = len(items) - _MAX_LISTED
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+def base_modules(base: TensorSource) -> dict[str, str]:
+    """The modules of a base checkpoint: module name → its ``.weight`` key.
+
+    The same tensors :class:`~spectra.loaders.full.FullReader` treats as modules (floating
+    ``*.weight`` with ndim ≥ 2; see :mod:`spectra.loaders.full`), so that adapters and full
+    fine-tunes are aligned against one list.
+    """
+    # Imported here: spectra.loaders.full imports this module.
+    from spectra.loaders.full import _matrices
+
+    return {k.removesuffix(".weight"): k for k in _matrices(base, LoadReport(), record=False)}
+
+
+def flat_shape(shape: Sequence[int]) -> tuple[int, int]:
+    """(out, in·kh·kw…) of a stored weight: the layout every ΔW is reported in."""
+    return (shape[0], math.prod(shape[1:]))
+
+
+def align_to_base(
+    shapes: Mapping[str, tuple[int, int]],
+    base: TensorSource | None,
+    *,
+    path: Path,
+    report: LoadReport,
+    hints: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Map adapter module names to base module names and check each ΔW shape against the base.
+
+    Shared by the adapter readers (PEFT LoRA, DoRA, plain LoRA state dicts, MultiLoRA). Base
+    modules are :func:`base_modules`; names are aligned by :func:`align_modules`.
+
+    Args:
+        shapes: Adapter module name → ΔW shape (out, in·kh·kw) in the base weight's layout.
+        base: The base model's tensors, or None (names are kept as they are).
+        path: The adapter file, named in errors.
+        report: Receives a note when names were matched by a differing prefix.
+        hints: Extra text per module for a shape-mismatch error.
+
+    Returns:
+        Adapter module name → the name reported (the base name when a base is given; its
+        weight is ``name + ".weight"`` in the base).
+
+    Raises:
+        CheckpointMismatchError: A module has no base counterpart, or shapes differ.
+    """
+    if base is None:
+        return {name: name for name in shapes}
+    base_keys = base_modules(base)
+    alignment = align_modules(shapes, base_keys, path=path, base_path=base.path)
+    if alignment.unmatched:
+        raise CheckpointMismatchError(
+            f"{len(alignment.unmatched)} adapted modules have no weight in the base "
+            f"({base.path}), e.g. {alignment.unmatched[0]!r}; pass the base model this adapter "
+            "was trained on",
+            path=path,
+            key=alignment.unmatched[0],
+        )
+    note = alignment.prefix_note()
+    if note:
+        report.notes.append(note)
+    for name, base_name in alignment.mapping.items():
+        stored = base.shape(base_keys[base_name])
+        if flat_shape(stored) != tuple(shapes[name]):
+            raise CheckpointMismatchError(
+                f"ΔW has shape {tuple(shapes[name])} but the base weight {base_keys[base_name]!r} "
+                f"of {base.path} has shape {tuple(stored)}{(hints or {}).get(name, '')}; pass the "
+                "base model this adapter was trained on",
+                path=path,
+                key=name,
+            )
+    return alignment.mapping

@@ -5,30 +5,31 @@ Order of the checks:
 
 1. a directory holding ``adapter_config.json``, or ``adapter_config.json`` /
    ``adapter_model.safetensors`` / ``adapter_model.bin`` given directly with the config beside
-   it → a PEFT adapter; the config decides: ``peft_type`` LORA → ``"lora"``; DoRA, LoRA
-   variants and base-changing initialisations (PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA) are refused;
+   it → a PEFT adapter; the config decides: ``peft_type`` LORA → ``"lora"``, with
+   ``use_dora`` → ``"dora"``; other LoRA variants and base-changing initialisations (PiSSA,
+   OLoRA, CorDA, LoftQ, LoRA-GA) are refused;
 2. otherwise the tensors are opened (:func:`spectra.io.open_tensors`): metadata
    ``format == "spectra.multilora"`` → ``"multilora"``; ``*.multilora_A`` keys without it →
-   refused (the metadata carries α, r, n); LoRA factor keys without a config → refused
-   (α is unknown); any 2-D tensor → ``"full"``; nothing recognisable → refused.
+   refused (the metadata carries α, r, n); kohya / LyCORIS module parameters
+   (``lora_down`` / ``lora_up``, ``hada_*``, ``lokr_*``) → ``"kohya"``, ``"loha"`` or
+   ``"lokr"`` (:func:`spectra.loaders.kohya.kohya_kind`); PEFT or loralib LoRA factor keys
+   (``lora_A`` / ``lora_B`` / ``lora_embedding_A`` / ``_B``) → ``"lora"``, a plain LoRA state
+   dict (:mod:`spectra.loaders.plain_lora`: its reader finds α in the metadata or the options,
+   or refuses); any 2-D tensor → ``"full"``; nothing recognisable → refused.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spectra.errors import (
-    AdapterConfigError,
-    AmbiguousInputError,
-    FileFormatError,
-    UnsupportedFormatError,
-)
+from spectra.errors import AdapterConfigError, FileFormatError, UnsupportedFormatError
 from spectra.io import open_tensors
+from spectra.io.jsonfile import read_json
 from spectra.io.source import TensorSource
+from spectra.loaders.kohya import kohya_kind
 from spectra.multilora.format import SUFFIX_A, is_multilora_metadata
 from spectra.update import Kind
 
@@ -38,7 +39,9 @@ ADAPTER_WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
 
 LOOKED_FOR = (
     "spectra reads: a PEFT LoRA adapter (a directory with adapter_config.json and "
-    "adapter_model.safetensors or adapter_model.bin); a spectra MultiLoRA file (.safetensors or "
+    "adapter_model.safetensors or adapter_model.bin); a LoRA state dict (.pt/.bin/.safetensors "
+    "with lora_A/lora_B keys); a kohya or LyCORIS file (lora_down/lora_up, hada_*, lokr_*); a "
+    "spectra MultiLoRA file (.safetensors or "
     ".pt with metadata format = 'spectra.multilora'); a full checkpoint (.safetensors, "
     ".pt/.pth/.bin/.ckpt, a sharded *.index.json directory or a Hugging Face model directory) "
     "holding 2-D weight matrices"
@@ -62,10 +65,8 @@ _VARIANT_FIELDS = (
     "target_parameters",
 )
 
-# A LoRA factor key in any common layout: PEFT, loralib (lora_A/lora_B), kohya (lora_down/up).
-_LORA_KEY = re.compile(
-    r"(^|\.)(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_down|lora_up)(\.|$)"
-)
+# A LoRA factor key of PEFT or loralib (kohya's lora_down/lora_up are told apart first).
+_LORA_KEY = re.compile(r"(^|\.)(lora_A|lora_B|lora_embedding_A|lora_embedding_B)(\.|$)")
 
 
 def detect_kind(path: str | Path) -> Kind:
@@ -75,13 +76,13 @@ def detect_kind(path: str | Path) -> Kind:
         path: A checkpoint file or directory.
 
     Returns:
-        ``"lora"``, ``"multilora"`` or ``"full"``.
+        ``"lora"``, ``"dora"``, ``"multilora"``, ``"kohya"``, ``"loha"``, ``"lokr"`` or
+        ``"full"``.
 
     Raises:
         FileFormatError: The path is missing or holds nothing spectra recognises.
         UnsupportedFormatError: A recognised format spectra cannot turn into ΔW.
         AdapterConfigError: An adapter whose config is missing or invalid.
-        AmbiguousInputError: LoRA factors without the config that gives their scaling.
     """
     path = Path(path)
     if not path.exists():
@@ -132,12 +133,8 @@ def read_adapter_config(path: Path) -> dict[str, Any]:
         FileFormatError: Unreadable or not JSON.
         AdapterConfigError: JSON, but not an object.
     """
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FileFormatError(
-            f"cannot read the adapter config as JSON ({e}); save the adapter again", path=path
-        ) from e
+    # NaN allowed: Python writes it, and the fields that hold it are refused by name later
+    raw = read_json(path, what="the adapter config", fix="save the adapter again", allow_nan=True)
     if not isinstance(raw, dict):
         raise AdapterConfigError(
             f"the adapter config must be a JSON object, got {type(raw).__name__}", path=path
@@ -146,11 +143,13 @@ def read_adapter_config(path: Path) -> dict[str, Any]:
 
 
 def peft_kind(config: Mapping[str, Any], path: Path) -> Kind:
-    """The kind of a PEFT adapter from its config, refusing what spectra cannot read.
+    """The kind of a PEFT adapter from its config (``"lora"``, or ``"dora"`` with ``use_dora``),
+    refusing what spectra cannot read.
 
     Raises:
         AdapterConfigError: No ``peft_type``.
-        UnsupportedFormatError: Not LoRA, DoRA, a LoRA variant, or a base-changing init.
+        UnsupportedFormatError: Not LoRA, a LoRA variant other than DoRA, or a base-changing
+            init.
     """
     peft_type = config.get("peft_type")
     if peft_type is None:
@@ -166,13 +165,6 @@ def peft_kind(config: Mapping[str, Any], path: Path) -> Kind:
             path=path,
             key="peft_type",
         )
-    if config.get("use_dora"):
-        raise UnsupportedFormatError(
-            "DoRA adapters (use_dora: true) are not read yet: their ΔW = m ⊙ (W0 + sBA) / "
-            "‖W0 + sBA‖ − W0 needs the base weight and a reader that is still to come",
-            path=path,
-            key="use_dora",
-        )
     _refuse_base_changing_init(config.get("init_lora_weights"), path)
     for name in _VARIANT_FIELDS:
         if config.get(name):
@@ -182,7 +174,7 @@ def peft_kind(config: Mapping[str, Any], path: Path) -> Kind:
                 path=path,
                 key=name,
             )
-    return "lora"
+    return "dora" if config.get("use_dora") else "lora"
 
 
 def _refuse_base_changing_init(init: object, path: Path) -> None:
@@ -191,9 +183,11 @@ def _refuse_base_changing_init(init: object, path: Path) -> None:
     if init.lower().startswith(_BASE_CHANGING_INITS):
         raise UnsupportedFormatError(
             f"init_lora_weights = {init!r} changes the base weight at initialisation "
-            "(W0 becomes W0 − s·B0·A0, or a quantized residual), so ΔW = s(BA − B0A0) cannot be "
-            "computed from the adapter files alone; convert the adapter with PEFT's "
-            "save_pretrained(..., path_initial_model_for_weight_conversion=...) and read that",
+            "(W0 becomes W0 − s·B0·A0, or a quantized residual), so the true update "
+            "ΔW = s(BA − B0A0) needs the initial factors B0, A0 (or the residual base), which "
+            "the adapter files do not hold; save the trained adapter with PEFT's "
+            "save_pretrained(..., path_initial_model_for_weight_conversion=<the adapter saved "
+            "at step 0>), which converts it to a plain LoRA of the original base, and read that",
             path=path,
             key="init_lora_weights",
         )
@@ -204,7 +198,6 @@ def kind_from_tensors(source: TensorSource) -> Kind:
 
     Raises:
         AdapterConfigError: MultiLoRA tensors without the MultiLoRA metadata.
-        AmbiguousInputError: LoRA factor keys without an adapter config.
         FileFormatError: No 2-D tensor at all.
     """
     if is_multilora_metadata(source.metadata):
@@ -219,14 +212,11 @@ def kind_from_tensors(source: TensorSource) -> Kind:
             path=source.path,
             key=multi[0],
         )
-    lora = [k for k in keys if _LORA_KEY.search(k)]
-    if lora:
-        raise AmbiguousInputError(
-            f"{lora[0]!r} is a LoRA factor but there is no {ADAPTER_CONFIG_NAME} beside the file, "
-            "so alpha and r are unknown; put the adapter's adapter_config.json beside it",
-            path=source.path,
-            key=lora[0],
-        )
+    kohya = kohya_kind(keys)
+    if kohya is not None:
+        return kohya
+    if any(_LORA_KEY.search(k) for k in keys):
+        return "lora"  # a plain LoRA state dict; its reader finds α or names the options
     if any(len(source.shape(k)) == 2 for k in keys):
         return "full"
     raise FileFormatError(

@@ -25,9 +25,9 @@ from spectra.errors import AdapterConfigError, FileFormatError, UnsupportedForma
 from spectra.io import open_tensors
 from spectra.io._common import missing_key
 from spectra.io.source import TensorSource
+from spectra.loaders.align import align_to_base
 from spectra.loaders.base import LoadOptions, LoadReport, ModuleInfo
 from spectra.loaders.lora_scaling import lora_scaling, scaling_rule_text
-from spectra.loaders.peft import align_to_base
 from spectra.multilora.format import (
     FORMAT_VERSION,
     SUFFIX_A,
@@ -61,7 +61,7 @@ class MultiLoRAReader:
         path: A ``.safetensors`` or torch (``.pt``/``.pth``/``.bin``) file written by
             :func:`spectra.multilora.format.write_multilora`.
         base: The base model's tensors; when given, module names are mapped to base names and
-            ΔW shapes checked (:func:`spectra.loaders.peft.align_to_base`).
+            ΔW shapes checked (:func:`spectra.loaders.align.align_to_base`).
         options: ``dtype`` is the compute dtype (float32 or float64).
 
     Attributes:
@@ -219,9 +219,11 @@ def parse_file_config(metadata: Mapping[str, str], path: Path) -> MultiLoRAFileC
         )
     try:
         raw = json.loads(metadata.get("config", ""))
-    except json.JSONDecodeError as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, huge int, nesting too deep
         raise AdapterConfigError(
-            f"the 'config' metadata is not JSON ({e})", path=path, key="config"
+            f"the 'config' metadata is not usable JSON ({type(e).__name__}: {e})",
+            path=path,
+            key="config",
         ) from e
     if not isinstance(raw, dict):
         raise AdapterConfigError(

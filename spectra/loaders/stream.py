@@ -31,6 +31,7 @@ from spectra.io.source import TensorSource
 _SAFETENSORS = ".safetensors"
 _INDEX = ".safetensors.index.json"
 _MAX_READ = 1 << 30  # bytes per read() call: Linux returns at most ~2 GiB per call anyway
+_CHUNK = 1 << 22  # elements subtracted at a time (16 MB of float32 temporary)
 
 # One staging buffer per thread (dask runs tasks on threads): the bytes of the tensor being
 # read, consumed by copy_/sub_ before the next read, so one buffer serves every stream.
@@ -77,11 +78,15 @@ class TensorStream:
                 f"{key}: cannot read {self.source.shape(key)} into {tuple(out.shape)}"
                 + ("" if out.is_contiguous() else " (not contiguous)")
             )
-        stored = self._stored(key).reshape(out.shape)
-        if subtract:
-            out.sub_(stored)  # other widened element-wise to out.dtype (type promotion)
-        else:
-            out.copy_(stored)
+        stored = self._stored(key).reshape(-1)  # (numel,) stored dtype
+        flat = out.view(-1)  # (numel,) out.dtype
+        if not subtract:
+            flat.copy_(stored)  # widens element by element, no temporary
+            return out
+        # a mixed-dtype sub_ first widens the whole other operand into a temporary as large as
+        # out; in slices the temporary is at most _CHUNK elements
+        for start in range(0, flat.numel(), _CHUNK):
+            flat[start : start + _CHUNK].sub_(stored[start : start + _CHUNK])
         return out
 
     def widened(self, key: str, dtype: torch.dtype) -> torch.Tensor:

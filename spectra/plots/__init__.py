@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import matplotlib
 from matplotlib.figure import Figure
 
 from spectra.plots.base import against_base_figure
@@ -71,10 +72,13 @@ def all_figures(result: dict[str, Any]) -> dict[str, Figure]:
         Name → figure; figures whose builder returns None are omitted.
     """
     figures = {}
-    for name, (build, _caption) in FIGURES.items():
-        fig = build(result)
-        if fig is not None:
-            figures[name] = fig
+    # Labels and module names come from files: "$...$" in them must stay text, not mathtext
+    # (a malformed formula would fail the whole figure). Drawing sets it again (output.py).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        for name, (build, _caption) in FIGURES.items():
+            fig = build(result)
+            if fig is not None:
+                figures[name] = fig
     return figures
 
 

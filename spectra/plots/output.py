@@ -34,7 +34,8 @@ def _check_format(fmt: str) -> None:
 
 
 def _save(fig: Figure, target: io.BytesIO | Path, fmt: str) -> None:
-    with matplotlib.rc_context({"svg.hashsalt": _HASHSALT}):
+    # parse_math off: tick labels are created while drawing, and names from files are text
+    with matplotlib.rc_context({"svg.hashsalt": _HASHSALT, "text.parse_math": False}):
         fig.savefig(target, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
 
 

@@ -24,6 +24,14 @@ ENCODER_FILES: dict[str, str] = {
     "lora": "lora",
     "multilora": "multilora.safetensors",
 }
+# The same encoders as torch files, so that `spectra compare base.pt lora.pt multilora.pt`
+# (the README's example) runs verbatim on a demo run: a plain state dict, a PEFT-style LoRA
+# state dict with α in its metadata, and the MultiLoRA format's torch variant.
+ENCODER_PT_FILES: dict[str, str] = {
+    "full": "full.pt",
+    "lora": "lora.pt",
+    "multilora": "multilora.pt",
+}
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -81,6 +89,9 @@ def _atomic_dir(dest: Path) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces ``dest`` (old one removed)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    umask = os.umask(0)  # read the umask (there is no getter) and put it back
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the result is an ordinary folder
     try:
         yield tmp
     except BaseException:

@@ -22,7 +22,7 @@ import torch
 
 from spectra.recipe.config import RecipeConfig
 from spectra.recipe.data import TaskData
-from spectra.recipe.files import ENCODER_FILES
+from spectra.recipe.files import ENCODER_FILES, ENCODER_PT_FILES
 from spectra.recipe.model import BASE_MODEL_NAME, base_model_dir
 from spectra.recipe.train import TrainStats
 
@@ -80,6 +80,7 @@ def build_log(
     out_files = {"base": "base.safetensors", "base_pt": "base.pt", "log": LOG_NAME}
     for m in methods:
         out_files[m] = ENCODER_FILES[m]
+        out_files[f"{m}_pt"] = ENCODER_PT_FILES[m]
         out_files[f"heads_{m}"] = f"heads/{m}.safetensors"
     return {
         "format": LOG_FORMAT,

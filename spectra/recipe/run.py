@@ -230,16 +230,28 @@ def _train_method(method: Method, run: _Run) -> dict:
 
 def _save_method(method: Method, model: MultiTaskModel, run: _Run) -> None:
     dest = run.out_dir / files.ENCODER_FILES[method]
+    dest_pt = run.out_dir / files.ENCODER_PT_FILES[method]
     if method == "full":
-        files.write_safetensors(dest, model.encoder.state_dict(), {"base_model": BASE_MODEL_NAME})
+        state = model.encoder.state_dict()
+        files.write_safetensors(dest, state, {"base_model": BASE_MODEL_NAME})
+        files.write_torch_state_dict(dest_pt, state)
     elif method == "lora":
+        from peft import get_peft_model_state_dict
+
+        from spectra.loaders.plain_lora import write_lora_state_dict
+
         files.write_peft_adapter(model.encoder, dest)
+        write_lora_state_dict(
+            dest_pt, get_peft_model_state_dict(model.encoder),
+            lora_alpha=run.config.lora_alpha, r=run.config.lora_r,
+        )  # fmt: skip
     else:
         from spectra.multilora import save_multilora
 
-        save_multilora(
-            model.encoder, dest, multilora_config(run.config), base_model=BASE_MODEL_NAME
-        )
+        for path in (dest, dest_pt):
+            save_multilora(
+                model.encoder, path, multilora_config(run.config), base_model=BASE_MODEL_NAME
+            )
     labels = {t.name: t.labels for t in run.tasks}
     files.write_heads(
         run.out_dir / "heads" / f"{method}.safetensors", model.head_state(), labels, method

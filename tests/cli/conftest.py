@@ -25,8 +25,12 @@ def _tiny_bert():
     from transformers import BertConfig, BertModel
 
     cfg = BertConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=16,
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
     )
     torch.manual_seed(0)
     return BertModel(cfg, add_pooling_layer=False)
@@ -51,7 +55,9 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> Ckpts:
     full_sd = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in base_sd.items()}
     save_file(full_sd, root / "full.safetensors")
 
-    peft_model = get_peft_model(_tiny_bert(), LoraConfig(r=4, lora_alpha=8, target_modules=list(TARGETS)))
+    peft_model = get_peft_model(
+        _tiny_bert(), LoraConfig(r=4, lora_alpha=8, target_modules=list(TARGETS))
+    )
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
@@ -67,10 +73,16 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> Ckpts:
             tensors[m + ".multilora_B"] = torch.randn(n, 32, r, generator=g)
             tensors[m + ".multilora_scaling"] = torch.randn(n, 32, generator=g)
     write_multilora(
-        root / "multilora.safetensors", tensors,
+        root / "multilora.safetensors",
+        tensors,
         MultiLoRAFileConfig(r=r, n=n, lora_alpha=4.0, target_modules=TARGETS),
     )
-    return Ckpts(root / "base.safetensors", root / "full.safetensors", root / "lora", root / "multilora.safetensors")
+    return Ckpts(
+        root / "base.safetensors",
+        root / "full.safetensors",
+        root / "lora",
+        root / "multilora.safetensors",
+    )
 
 
 def tree_hash(path: Path) -> str:

@@ -15,8 +15,20 @@ def test_compare_summary_and_json(ckpts, run_cli, tmp_path):
     before = {p: tree_hash(p) for p in (ckpts.base, ckpts.full, ckpts.lora, ckpts.multilora)}
     out = tmp_path / "r.json"
     res = run_cli(
-        "compare", ckpts.base, ckpts.full, ckpts.lora, ckpts.multilora,
-        "--label", "ft", "--label", "lora", "--label", "ml", "--json", out, "-q",
+        "compare",
+        ckpts.base,
+        ckpts.full,
+        ckpts.lora,
+        ckpts.multilora,
+        "--label",
+        "ft",
+        "--label",
+        "lora",
+        "--label",
+        "ml",
+        "--json",
+        out,
+        "-q",
     )
     assert res.code == 0, res.err
     lines = res.out.splitlines()
@@ -31,14 +43,22 @@ def test_compare_summary_and_json(ckpts, run_cli, tmp_path):
     for m in lora_rows:
         assert m["rank"] == 4 and len(m["singular_values"]) == 4
         assert m["structural_zeros"] == 32 - 4
-        assert set(m["metrics"]) >= {"top1_energy", "effective_rank", "stable_rank", "spectral_entropy"}
+        assert set(m["metrics"]) >= {
+            "top1_energy",
+            "effective_rank",
+            "stable_rank",
+            "spectral_entropy",
+        }
         assert m["base_metrics"]["intruder_k"] == 10
     ml = [m for m in result["modules"] if m["label"] == "ml"]
     assert all(m["multilora"]["n"] == 3 for m in ml)
     # every pair, both sides, for every module both have
     pairs = {(s["a"], s["b"], s["side"]) for s in result["similarity"]}
-    assert pairs == {(a, b, side) for a, b in [("ft", "lora"), ("ft", "ml"), ("lora", "ml")]
-                     for side in ("left", "right")}
+    assert pairs == {
+        (a, b, side)
+        for a, b in [("ft", "lora"), ("ft", "ml"), ("lora", "ml")]
+        for side in ("left", "right")
+    }
     for s in result["similarity"]:
         k = s["k"]
         assert len(s["phi"]) == k and all(len(row) == k for row in s["phi"])
@@ -48,8 +68,20 @@ def test_compare_summary_and_json(ckpts, run_cli, tmp_path):
 
 def test_same_adapter_twice_has_phi_one(ckpts, run_cli, tmp_path):
     out = tmp_path / "r.json"
-    res = run_cli("compare", ckpts.base, ckpts.lora, ckpts.lora, "--label", "a", "--label", "b",
-                  "--json", out, "-q", "--no-base-metrics")
+    res = run_cli(
+        "compare",
+        ckpts.base,
+        ckpts.lora,
+        ckpts.lora,
+        "--label",
+        "a",
+        "--label",
+        "b",
+        "--json",
+        out,
+        "-q",
+        "--no-base-metrics",
+    )
     assert res.code == 0, res.err
     result = json.loads(out.read_text())
     for s in result["similarity"]:
@@ -61,14 +93,27 @@ def test_same_adapter_twice_has_phi_one(ckpts, run_cli, tmp_path):
 def test_json_is_byte_identical_across_runs(ckpts, run_cli, tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for out in (a, b):
-        assert run_cli("compare", ckpts.base, ckpts.lora, ckpts.multilora, "--json", out, "-q").code == 0
+        assert (
+            run_cli("compare", ckpts.base, ckpts.lora, ckpts.multilora, "--json", out, "-q").code
+            == 0
+        )
     assert a.read_bytes() == b.read_bytes()
 
 
 def test_modules_regex_and_float64(ckpts, run_cli, tmp_path):
     out = tmp_path / "r.json"
-    res = run_cli("compare", ckpts.base, ckpts.lora, "--modules", r"layer\.1\..*query",
-                  "--dtype", "float64", "--json", out, "-q")
+    res = run_cli(
+        "compare",
+        ckpts.base,
+        ckpts.lora,
+        "--modules",
+        r"layer\.1\..*query",
+        "--dtype",
+        "float64",
+        "--json",
+        out,
+        "-q",
+    )
     assert res.code == 0, res.err
     result = json.loads(out.read_text())
     assert [m["module"] for m in result["modules"]] == ["encoder.layer.1.attention.self.query"]
@@ -125,7 +170,11 @@ def test_inspect_lists_modules(ckpts, run_cli):
 
 
 def test_python_dash_m_matches_console_script(ckpts):
-    res = subprocess.run([sys.executable, "-m", "spectra", "inspect", str(ckpts.multilora)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "spectra", "inspect", str(ckpts.multilora)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert "kind:    multilora" in res.stdout

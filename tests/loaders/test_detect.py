@@ -119,8 +119,9 @@ def test_lora_weights_without_config(lora_dir: Path, tmp_path: Path) -> None:
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(lora_dir / "adapter_model.safetensors", alone / "adapter_model.safetensors")
-    with pytest.raises(AmbiguousInputError, match="adapter_config.json"):
-        detect_kind(alone / "adapter_model.safetensors")
+    assert detect_kind(alone / "adapter_model.safetensors") == "lora"  # a plain LoRA state dict
+    with pytest.raises(AmbiguousInputError, match="--lora-alpha ALPHA.*--lora-scale S"):
+        open_checkpoint(alone / "adapter_model.safetensors")
 
 
 def test_config_without_weights(lora_dir: Path) -> None:
@@ -131,13 +132,13 @@ def test_config_without_weights(lora_dir: Path) -> None:
         detect_kind(lora_dir)
 
 
-def test_dora_refused(tmp_path: Path) -> None:
+def test_dora_detected(tmp_path: Path) -> None:
     path = _save_peft(
         LoraConfig(r=2, lora_alpha=4, target_modules=["lin1"], use_dora=True), tmp_path / "a"
     )
-    with pytest.raises(UnsupportedFormatError, match="DoRA") as e:
-        detect_kind(path)
-    assert e.value.key == "use_dora"
+    assert detect_kind(path) == "dora"
+    with pytest.raises(UnsupportedFormatError, match="--kind lora was forced.*'dora'"):
+        open_checkpoint(path, options=LoadOptions(kind="lora"))
 
 
 def test_other_peft_type_refused(tmp_path: Path) -> None:
@@ -210,6 +211,9 @@ def test_open_checkpoint_dispatches(lora_dir: Path, tmp_path: Path) -> None:
     assert isinstance(reader, FullReader) and reader.kind == "full"
 
 
-def test_forced_kind_without_reader(lora_dir: Path) -> None:
+def test_forced_kind_without_reader(lora_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spectra import loaders
+
+    monkeypatch.delitem(loaders.READERS, "kohya")
     with pytest.raises(UnsupportedFormatError, match="'kohya' are not read yet"):
         open_checkpoint(lora_dir, options=LoadOptions(kind="kohya"))

@@ -26,10 +26,10 @@ N_ADAPTED = 6 * 6  # 6 layers x (query, key, value, attention out, intermediate,
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("recipe")
-    messages: list[str] = []
-    result = run_recipe(CONFIG, out, progress=messages.append)
+def run(quick_run):
+    """The session's quick run (tests/conftest.py), made with CONFIG."""
+    result, messages = quick_run
+    assert result.settings_hash == CONFIG.settings_hash()
     return result, messages
 
 
@@ -46,6 +46,9 @@ def test_every_file_is_written(run) -> None:
         "base.pt",
         "full.safetensors",
         "multilora.safetensors",
+        "full.pt",
+        "lora.pt",
+        "multilora.pt",
         "log.json",
     ):
         assert (out / name).is_file(), name
@@ -101,7 +104,7 @@ def test_multilora_scalings_left_zero(run) -> None:
     path = run[0].files["multilora"]
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     config = json.loads(meta["config"])
     assert meta["format"] == "spectra.multilora"
     assert (config["r"], config["n"], config["parameter_matched"]) == (2, 4, True)

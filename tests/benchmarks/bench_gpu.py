@@ -1,0 +1,130 @@
+"""GPU benchmark: the scale ratios of bench_scale.py, with the algebra on CUDA.
+
+Each line is a ratio measured in one run on one input:
+
+* analyze (``device="cuda"``, one full fine-tune, values only) ÷ bare ``torch.linalg.svdvals``
+  of the same ΔW matrices already on the GPU (the end-to-end overhead: reading, widening,
+  transfers, metrics);
+* the same analysis on the CPU ÷ on the GPU;
+* randomized top-k vs exact singular values on the GPU: time ratio and the relative error of
+  the top k;
+* a whole comparison with base metrics and two checkpoints (full + LoRA) on CPU ÷ GPU.
+
+Without a usable CUDA device it prints why and exits 0 (so it can run anywhere as-is).
+
+Run: ``python tests/benchmarks/bench_gpu.py [--threads N] [--work DIR] [--hidden 2048]
+[--intermediate 5504] [--vocab 8000] [--layers 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    p.add_argument("--work", type=Path, default=Path("/tmp/spectra-bench-gpu"))
+    p.add_argument("--hidden", type=int, default=2048)
+    p.add_argument("--intermediate", type=int, default=5504)
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--layers", type=int, default=2)
+    return p.parse_args()
+
+
+ARGS = _parse()
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[var] = str(ARGS.threads)
+
+import torch  # noqa: E402
+
+torch.set_num_threads(ARGS.threads)
+HERE = Path(__file__).resolve().parent
+
+
+def timed(fn: Callable[[], object], cuda: bool, repeats: int = 2) -> float:
+    """Best wall time of ``repeats`` calls, synchronizing the GPU around each."""
+    best = float("inf")
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def synthetic() -> Path:
+    out = ARGS.work / f"h{ARGS.hidden}-i{ARGS.intermediate}-v{ARGS.vocab}-L{ARGS.layers}"
+    if not (out / "lora" / "adapter_model.safetensors").exists():
+        cmd = [sys.executable, str(HERE / "make_synthetic.py"), str(out), "--layers", str(ARGS.layers),
+               "--hidden", str(ARGS.hidden), "--intermediate", str(ARGS.intermediate),
+               "--vocab", str(ARGS.vocab), "--shard-size", "200MB"]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True)
+    return out
+
+
+def line(name: str, slow: float, fast: float, slow_name: str, fast_name: str) -> None:
+    print(
+        f"{name:<44} {slow_name:>9} {slow:>8.3f} s  {fast_name:>9} {fast:>8.3f} s  {slow / fast:>7.2f}x"
+    )
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        print(f"bench_gpu: skipped: no usable CUDA device (torch {torch.__version__}, "
+              f"built with CUDA {torch.version.cuda}); run it on a GPU machine")  # fmt: skip
+        return
+    from spectra.analysis import AnalysisOptions, analyze
+    from spectra.engine.randomized import randomized_svd
+    from spectra.io import open_tensors
+    from spectra.loaders import open_checkpoint
+
+    d = synthetic()
+    print(
+        f"{torch.cuda.get_device_name()}  torch {torch.__version__}  CPU threads {ARGS.threads}  set {d.name}"
+    )
+    reader = open_checkpoint(d / "full", base=open_tensors(d / "base"))
+    deltas = [reader.update(m.module).dense.cuda() for m in reader.modules()]
+    values_only = {"against_base": False}
+    gpu = AnalysisOptions(device="cuda", **values_only)
+    cpu = AnalysisOptions(device="cpu", **values_only)
+    analyze(d / "base", [d / "full"], options=gpu)  # warm-up: CUDA context, cuSOLVER handles
+    t_bare = timed(lambda: [torch.linalg.svdvals(x) for x in deltas], cuda=True)
+    t_gpu = timed(lambda: analyze(d / "base", [d / "full"], options=gpu), cuda=True)
+    line("(1) analyze on cuda vs bare svdvals on cuda", t_gpu, t_bare, "analyze", "svdvals")
+    print(f"    overhead ratio analyze / svdvals = {t_gpu / t_bare:.2f}x (CPU target <= 1.2)")
+    t_cpu = timed(lambda: analyze(d / "base", [d / "full"], options=cpu), cuda=False, repeats=1)
+    line("(2) analyze values only: cpu vs cuda", t_cpu, t_gpu, "cpu", "cuda")
+
+    k = 16
+    big = max(deltas, key=lambda x: x.numel())
+    exact = torch.linalg.svdvals(big.double())[:k].cpu()
+    t_ex = timed(lambda: torch.linalg.svdvals(big), cuda=True)
+    t_rd = timed(lambda: randomized_svd(big, k, device="cuda"), cuda=True)
+    err = float(((randomized_svd(big, k, device="cuda")[0].double() - exact).abs() / exact).max())
+    line(f"(3) top-{k} of {tuple(big.shape)}: exact vs randomized", t_ex, t_rd, "exact", "random")
+    print(f"    randomized max relative error of the top {k}: {err:.1e}")
+
+    full = {"top_k": 16}
+    t_cpu_all = timed(
+        lambda: analyze(d / "base", [d / "full", d / "lora"], options=AnalysisOptions(device="cpu", **full)),
+        cuda=False, repeats=1,
+    )  # fmt: skip
+    t_gpu_all = timed(
+        lambda: analyze(d / "base", [d / "full", d / "lora"], options=AnalysisOptions(device="cuda", **full)),
+        cuda=True, repeats=1,
+    )  # fmt: skip
+    line("(4) full + LoRA, base metrics: cpu vs cuda", t_cpu_all, t_gpu_all, "cpu", "cuda")
+
+
+if __name__ == "__main__":
+    main()
