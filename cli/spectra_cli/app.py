@@ -74,10 +74,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"spectra: error: {printable(str(e))}", err=True)
         sys.exit(e.exit_code)
-    except typer.Abort as e:
-        # Click turns Ctrl-C (KeyboardInterrupt) into Abort; atomic writes left no partial file.
-        why = "interrupted" if isinstance(e.__cause__, KeyboardInterrupt) else "aborted"
-        typer.echo(f"spectra: {why} (no partial output was written)", err=True)
+    except typer.Abort:
+        # Click's Abort: end of input at a prompt (Ctrl-D); Ctrl-C comes back as rv 130 below
+        typer.echo("spectra: aborted (no partial output was written)", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -9,6 +9,7 @@ import typer
 
 from spectra.analysis import analyze
 from spectra.engine.randomized import DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERS
+from spectra.io.atomic import check_not_an_input
 from spectra.loaders import LoadOptions, open_checkpoint, open_tensors
 from spectra.loaders.lowrank import check_ranks
 from spectra.parallel import make_executor
@@ -59,6 +60,8 @@ def compare(
     run = o.execution_options(
         workers=workers, executor=executor, scheduler=scheduler, threads=threads
     )
+    if json_out is not None:
+        check_not_an_input(json_out, [base, *ckpts])
     with make_executor(run) as pool:
         result = analyze(
             base,

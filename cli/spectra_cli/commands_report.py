@@ -10,6 +10,7 @@ import typer
 from spectra.analysis import analyze
 from spectra.diagnose import SEVERITY, Thresholds, diagnose, render_text
 from spectra.errors import EXIT_VERDICT, OptionError
+from spectra.io.atomic import check_not_an_input
 from spectra.results import load_result, save_result
 from spectra_cli import options as o
 from spectra_cli import render
@@ -83,6 +84,7 @@ def figures(
     """Draw the democratization figures (PNG + SVG) from checkpoints or a saved result."""
     from spectra.plots import all_figures, save_figures
 
+    check_not_an_input(out, inputs or [])
     result = _result_from(
         inputs,
         from_json,
@@ -117,6 +119,7 @@ def report(
     """Write one self-contained HTML report (figures embedded) plus JSON and CSV tables."""
     from spectra.report import write_report
 
+    check_not_an_input(out, inputs or [])
     result = _result_from(
         inputs,
         from_json,
@@ -208,6 +211,8 @@ def diagnose_cmd(
             raise OptionError(
                 f"--fail-on {v!r} is not a verdict; choose from {', '.join(SEVERITY)}"
             )
+    if json_out is not None:
+        check_not_an_input(json_out, [ckpt, base])
     opts = o.analysis_options(
         modules=None, top_k=16, dtype=dtype, device=device, base_metrics=base is not None
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from spectra.loaders.base import CheckpointReader, ModuleInfo
 from spectra.loaders.lowrank import RankCheck, merged_adapter_lines
+from spectra_cli.app import printable
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -39,7 +40,7 @@ def _fmt(v: Any) -> str:
         return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.3f}" if abs(v) < 1e4 else f"{v:.3g}"
-    return str(v)
+    return printable(str(v))  # names come from files: no terminal control sequences
 
 
 def summary_table(result: dict[str, Any]) -> str:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from spectra.errors import SpectraError
+from spectra.errors import OptionError, SpectraError
 
 
 @contextlib.contextmanager
@@ -70,3 +70,26 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def check_not_an_input(output: str | Path, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse an output path that is one of the inputs or lies inside an input directory, so
+    that a mistyped ``--json`` / ``--out`` can never overwrite or add to a checkpoint.
+
+    Args:
+        output: A file or directory about to be written.
+        inputs: The paths the command reads (None entries are skipped).
+
+    Raises:
+        OptionError: ``output`` is an input, or inside an input directory.
+    """
+    out = Path(output).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if out == source or source in out.parents:
+            raise OptionError(
+                f"the output {output} would {'overwrite' if out == source else 'write into'} "
+                f"the input {given}; spectra never modifies its inputs: write the output elsewhere"
+            )

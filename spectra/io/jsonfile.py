@@ -31,11 +31,14 @@ def read_json(path: str | Path, *, what: str, fix: str, allow_nan: bool = False)
         The parsed value (any JSON type; callers check the structure they need).
 
     Raises:
-        FileFormatError: Missing, a directory, unreadable, not UTF-8, not JSON, nested too
-            deeply, holding a number Python refuses to convert, or (unless ``allow_nan``)
-            NaN / Infinity; the message names the file.
+        FileFormatError: Missing, a directory, a pipe or device, unreadable, not UTF-8, not JSON,
+            nested too deeply, holding a number Python refuses to convert, or (unless
+            ``allow_nan``) NaN / Infinity; the message names the file.
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # a pipe or a device: reading it could block forever or never end
+        raise FileFormatError(f"not a regular file, so not {what}; pass the file", path=path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:

@@ -2,8 +2,10 @@
 
 Pickle can run arbitrary code while loading. spectra uses ``torch.load(weights_only=True)``,
 which allows tensors and plain containers only, memory-maps zip-format files (``mmap=True``:
-tensor data is paged in when read), and never falls back to ``weights_only=False``. A file the
-restricted unpickler refuses raises :class:`~spectra.errors.UnsafeFileError`.
+tensor data is paged in when read), and never falls back to ``weights_only=False`` (an
+explicit ``weights_only=True`` also wins over ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``). A file the
+restricted unpickler refuses raises :class:`~spectra.errors.UnsafeFileError`; bytes that are not
+a pickle at all raise :class:`~spectra.errors.FileFormatError`.
 
 The loaded object is normalized to a flat ``{key: tensor}`` map:
 
@@ -12,8 +14,9 @@ The loaded object is normalized to a flat ``{key: tensor}`` map:
    dict entry (first of those, in that order), descend into it (training checkpoints:
    Lightning, DeepSpeed, plain ``{"model": ..., "optimizer": ...}``); the other top-level
    entries are ignored and named in :attr:`TorchFile.description`;
-3. nested dicts of tensors are flattened with ``.``; non-tensor values (ints, strings, lists)
-   are not tensors and are dropped;
+3. nested dicts of tensors are flattened with ``.`` (without recursion: a crafted file may nest
+   thousands deep); non-tensor values (ints, strings, lists) are dropped; sparse, quantized and
+   nested tensors are refused by key (spectra reads dense tensors);
 4. a leading ``module.`` (DDP) is stripped when every key has it.
 """
 
@@ -126,8 +129,9 @@ def _needs_code_execution(e: pickle.UnpicklingError) -> bool:
 
 def _unsafe(path: Path, e: Exception) -> UnsafeFileError:
     # torch's message is paragraphs of advice around the one line that matters
-    text = str(e).split(_UNPICKLER_SAYS, 1)[-1]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    _, found, reason = str(e).partition(_UNPICKLER_SAYS)
+    lines = [ln.strip() for ln in (reason if found else str(e)).splitlines()]
+    lines = [ln for ln in lines if ln and (found or "global" in ln.lower())]
     said = f" (torch said: {lines[0]})" if lines else ""
     return UnsafeFileError(
         "torch's safe loader (weights_only=True) refuses this pickle: it holds objects other "

@@ -197,6 +197,12 @@ def _flag(raw: Mapping[str, Any], name: str, path: Path) -> bool:
     return value
 
 
+# A group holding a quantifier, itself quantified: (a+)+, (a*)*, (x|y+){2,}. Pattern keys are
+# matched as regexes (PEFT's rule), so such a key from a downloaded config could backtrack for
+# hours on a long module name; real rank/alpha patterns never need one.
+_NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)\s*[+*{]")
+
+
 def _pattern(raw: Mapping[str, Any], name: str, path: Path, check: Any) -> dict[str, Any]:
     """A ``rank_pattern`` / ``alpha_pattern`` dict, order kept (first match wins)."""
     value = raw.get(name) or {}
@@ -212,5 +218,12 @@ def _pattern(raw: Mapping[str, Any], name: str, path: Path, check: Any) -> dict[
             raise AdapterConfigError(
                 f"{name} key {key!r} is not a valid regex ({e})", path=path, key=name
             ) from e
+        if _NESTED_QUANTIFIER.search(key):
+            raise AdapterConfigError(
+                f"{name} key {key!r} repeats a repeated group (like (a+)+), which can make "
+                "regex matching take exponential time; spectra refuses it. Write the module "
+                "name or a simple pattern instead",
+                path=path, key=name,
+            )  # fmt: skip
         out[key] = check(v, f"{name}[{key!r}]", path)
     return out

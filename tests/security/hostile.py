@@ -78,7 +78,9 @@ def write_adapter(
 ) -> Path:
     """A PEFT adapter directory; ``config`` as a dict, or raw text for broken JSON."""
     folder.mkdir(parents=True, exist_ok=True)
-    raw = config if isinstance(config, str) else json.dumps(LORA_CONFIG if config is None else config)
+    raw = (
+        config if isinstance(config, str) else json.dumps(LORA_CONFIG if config is None else config)
+    )
     (folder / "adapter_config.json").write_text(raw)
     tensors = lora_state() if tensors is None else tensors
     if bin_file:

@@ -57,7 +57,10 @@ def _torch_bytes(d: Path, ck: Ckpts) -> bytes:
 def _zip_without(record: str) -> Case:
     def case(d: Path, ck: Ckpts) -> tuple[Path, tuple[str, ...]]:
         p = d / f"no_{record.replace('/', '_')}.pt"
-        with zipfile.ZipFile(io.BytesIO(_torch_bytes(d, ck))) as src, zipfile.ZipFile(p, "w") as out:
+        with (
+            zipfile.ZipFile(io.BytesIO(_torch_bytes(d, ck))) as src,
+            zipfile.ZipFile(p, "w") as out,
+        ):
             for info in src.infolist():
                 if not info.filename.endswith(record):
                     out.writestr(info, src.read(info.filename))
@@ -153,7 +156,9 @@ SAFETENSORS_CASES: dict[str, Case] = {
     ),
     "header-length-2^64-1": _bytes_case("max.safetensors", _header_length(2**64 - 1), "header"),
     "header-not-json": _bytes_case(
-        "notjson.safetensors", lambda b: struct.pack("<Q", 16) + b"{not: json,,,}  " + b[24:], "JSON"
+        "notjson.safetensors",
+        lambda b: struct.pack("<Q", 16) + b"{not: json,,,}  " + b[24:],
+        "JSON",
     ),
     "header-binary": _bytes_case(
         "binary.safetensors", lambda b: b[:8] + bytes(range(256))[: len(b) - 8], "header"
@@ -166,9 +171,7 @@ SAFETENSORS_CASES: dict[str, Case] = {
     "shape-not-matching-bytes": _bytes_case("shape.safetensors", _set("shape", [64, 64]), "header"),
     "negative-shape": _bytes_case("neg.safetensors", _set("shape", [-8, -6]), "header"),
     "unknown-dtype-name": _bytes_case("unk.safetensors", _set("dtype", "F128"), "header"),
-    "dtype-spectra-does-not-read": _bytes_case(
-        "e8m0.safetensors", _unsupported_dtype, "header"
-    ),
+    "dtype-spectra-does-not-read": _bytes_case("e8m0.safetensors", _unsupported_dtype, "header"),
     "metadata-not-strings": _bytes_case(
         "meta.safetensors",
         lambda b: edit_header(b, lambda h: h.__setitem__("__metadata__", {"format": 1})),
@@ -246,7 +249,9 @@ def test_unreadable_files_are_refused(ckpts, run_cli, tmp_path, monkeypatch) -> 
 
     monkeypatch.setattr(builtins, "open", fake_open)
     monkeypatch.setattr(io, "open", fake_open)
-    monkeypatch.setattr(os, "access", lambda p, mode, **kw: str(p) not in denied and real_access(p, mode, **kw))
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: str(p) not in denied and real_access(p, mode, **kw)
+    )
     for command in COMMANDS:
         assert_refused(run_cli(*command_args(command, ckpts.base, full, tmp_path)), str(full))
         res = run_cli(*command_args(command, ckpts.base, adapter, tmp_path))
@@ -281,3 +286,22 @@ def test_deeply_nested_torch_state_dict_is_flattened_without_recursion(tmp_path)
 def _mk(d: Path) -> bool:
     d.mkdir()
     return True
+
+
+def test_names_from_files_cannot_drive_the_terminal(ckpts, run_cli, tmp_path) -> None:
+    """A key holding ESC, a newline and a bidi override: the error stays one line and shows
+    them escaped; so do the tables on stdout."""
+    evil = "layers.0.q\x1b[2J\nFAKE: ok\u202e"
+    base, tuned = load_file(ckpts.base), load_file(ckpts.full)
+    base[f"{evil}.weight"] = torch.randn(8, 6)
+    tuned[f"{evil}.weight"] = torch.randn(8, 5)
+    save_file(base, tmp_path / "b.safetensors")
+    save_file(tuned, tmp_path / "t.safetensors")
+    res = run_cli("compare", tmp_path / "b.safetensors", tmp_path / "t.safetensors", "-q")
+    assert_refused(res, "layers.0.q\\x1b[2J\\nFAKE: ok\\u202e")
+    assert "\x1b" not in res.err and "\u202e" not in res.err
+    tuned[f"{evil}.weight"] = torch.randn(8, 6)
+    save_file(tuned, tmp_path / "t.safetensors")
+    res = run_cli("inspect", tmp_path / "t.safetensors", "--base", tmp_path / "b.safetensors")
+    assert res.code == 0 and "\\x1b[2J" in res.out
+    assert "\x1b" not in res.out and "\u202e" not in res.out

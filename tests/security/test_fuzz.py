@@ -47,7 +47,9 @@ JSON_VALUES = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False)
     | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=8,
 )
 
@@ -72,17 +74,18 @@ class _Runner:
         out.mkdir(exist_ok=True)
         self.counter = out / "drawn.count"
 
-    def all_commands(self, ckpt: Path) -> None:
+    def all_commands(self, ckpt: Path, watch: tuple[Path, ...] = ()) -> None:
         failed = False
+        watch = (ckpt, *watch)
         for command in FAST:
-            res = self.run_cli(*command_args(command, self.base, ckpt, self.out), inputs=(ckpt,))
+            res = self.run_cli(*command_args(command, self.base, ckpt, self.out), inputs=watch)
             _check(res, command)
             failed |= command == "compare" and res.code != 0
         drawn = int(self.counter.read_text()) if self.counter.exists() else 0
         if failed or drawn < MAX_DRAWN:
             self.counter.write_text(str(drawn + (not failed)))
             for command in DRAWING:
-                res = self.run_cli(*command_args(command, self.base, ckpt, self.out), inputs=(ckpt,))
+                res = self.run_cli(*command_args(command, self.base, ckpt, self.out), inputs=watch)
                 _check(res, command)
 
 
@@ -146,14 +149,16 @@ def _header_size(data: bytes) -> int:
 @FUZZ
 @given(data=st.data())
 def test_mutated_safetensors(ckpts, run_cli, tmp_path, data) -> None:
-    original = data.draw(st.sampled_from([ckpts.full, ckpts.multilora]), label="file")
+    """The tuned checkpoint, a MultiLoRA file or the base is mutated (the others stay valid)."""
+    original = data.draw(st.sampled_from([ckpts.full, ckpts.multilora, ckpts.base]), label="file")
     raw = original.read_bytes()
-    mutated = data.draw(
-        byte_mutation(raw, _header_size(raw)) | header_edit(raw), label="mutation"
-    )
+    mutated = data.draw(byte_mutation(raw, _header_size(raw)) | header_edit(raw), label="mutation")
     target = tmp_path / original.name
     target.write_bytes(mutated)
-    _Runner(run_cli, ckpts.base, tmp_path / "out").all_commands(target)
+    if original == ckpts.base:
+        _Runner(run_cli, target, tmp_path / "out").all_commands(ckpts.full, watch=(target,))
+    else:
+        _Runner(run_cli, ckpts.base, tmp_path / "out").all_commands(target)
 
 
 @pytest.mark.timeout(240)
@@ -197,7 +202,14 @@ def peft_edit(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()) and name in config:
             del config[name]
         else:
-            config[name] = draw(JSON_VALUES | st.dictionaries(st.sampled_from(["q", "v", "layers.0.q", ".*", "(", "x"]), JSON_VALUES, max_size=2))
+            config[name] = draw(
+                JSON_VALUES
+                | st.dictionaries(
+                    st.sampled_from(["q", "v", "layers.0.q", ".*", "(", "x"]),
+                    JSON_VALUES,
+                    max_size=2,
+                )
+            )
     return config
 
 
@@ -229,7 +241,9 @@ def result_edit(draw: st.DrawFn, result: dict[str, Any]) -> dict[str, Any]:
         node: Any = result
         path: list[Any] = []
         while isinstance(node, dict | list) and node and (not path or draw(st.booleans())):
-            key = draw(st.sampled_from(sorted(node) if isinstance(node, dict) else range(len(node))))
+            key = draw(
+                st.sampled_from(sorted(node) if isinstance(node, dict) else range(len(node)))
+            )
             path.append(key)
             node = node[key]
         if not path:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from spectra.multilora.format import file_metadata, MultiLoRAFileConfig
+from spectra.multilora.format import MultiLoRAFileConfig, file_metadata
 from tests.security.hostile import (
     COMMANDS,
     IN,
@@ -52,8 +52,17 @@ ADAPTER_CASES: dict[str, tuple[dict | None, dict | str, tuple[str, ...]]] = {
     "alpha-missing": (None, _config(lora_alpha=_DROP), ("[lora_alpha]", "missing")),
     "alpha-string": (None, _config(lora_alpha="16"), ("[lora_alpha]", "number")),
     "alpha-nan": (None, '{"peft_type": "LORA", "r": 2, "lora_alpha": NaN}', ("[lora_alpha]",)),
-    "alpha-infinite": (None, '{"peft_type": "LORA", "r": 2, "lora_alpha": 1e999}', ("[lora_alpha]",)),
+    "alpha-infinite": (
+        None,
+        '{"peft_type": "LORA", "r": 2, "lora_alpha": 1e999}',
+        ("[lora_alpha]",),
+    ),
     "rank-pattern-bad-regex": (None, _config(rank_pattern={"(": 2}), ("rank_pattern", "regex")),
+    "rank-pattern-catastrophic-regex": (
+        None,
+        _config(rank_pattern={"(a+)+b": 2}),
+        ("rank_pattern", "exponential"),
+    ),
     "rank-pattern-zero": (None, _config(rank_pattern={"q": 0}), ("rank_pattern",)),
     "rank-pattern-not-object": (None, _config(rank_pattern=["q"]), ("[rank_pattern]",)),
     "alpha-pattern-string": (None, _config(alpha_pattern={"q": "x"}), ("alpha_pattern",)),

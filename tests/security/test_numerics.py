@@ -20,7 +20,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.security.hostile import COMMANDS, IN, MODULES, OUT, command_args, lora_state, write_adapter
+from tests.security.hostile import (
+    COMMANDS,
+    IN,
+    MODULES,
+    OUT,
+    command_args,
+    lora_state,
+    write_adapter,
+)
 
 
 def _result(run_cli, base, ckpt, tmp_path, *extra: str) -> dict:

@@ -128,3 +128,27 @@ def test_same_inputs_give_byte_identical_json_and_report(ckpts, run_cli, tmp_pat
         reports.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
     assert reports[0] == reports[1]
     assert {"report.html", "results.json"} <= set(reports[0])
+
+
+def test_an_output_can_never_overwrite_or_enter_an_input(ckpts, run_cli, tmp_path) -> None:
+    """--json naming a checkpoint, --out inside an adapter directory: refused before any work
+    (run_cli checks that every input kept its hash)."""
+    cases = [
+        ("compare", ckpts.base, ckpts.lora, "-q", "--json", ckpts.base),
+        ("compare", ckpts.base, ckpts.lora, "-q", "--json", ckpts.lora / "r.json"),
+        (
+            "diagnose",
+            ckpts.lora,
+            "--base",
+            ckpts.base,
+            "--json",
+            ckpts.lora / "adapter_config.json",
+        ),
+        ("figures", ckpts.base, ckpts.lora, "-q", "-o", ckpts.lora),
+        ("report", ckpts.base, ckpts.lora, "-q", "-o", ckpts.lora / "report"),
+    ]
+    for args in cases:
+        res = run_cli(*args)
+        lines = res.err.strip().splitlines()
+        assert res.code == 1 and len(lines) == 1, (args, res.err)
+        assert "spectra never modifies its inputs" in lines[0] and str(args[-1]) in lines[0]

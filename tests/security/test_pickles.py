@@ -97,6 +97,12 @@ def test_payloads_are_live_under_plain_pickle(tmp_path: Path, payload: str) -> N
     assert pickle_is_live(PAYLOADS[payload](marker), marker)
 
 
+def test_hand_assembled_pickle_is_live_under_plain_pickle(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    assert pickle.loads(hand_pickle(marker)) == {"w": 0}  # noqa: S301 - positive control
+    assert marker.exists()
+
+
 @pytest.mark.parametrize("where", sorted(BUILDERS))
 @pytest.mark.parametrize("payload", sorted(PAYLOADS))
 def test_no_command_runs_the_payload(ckpts, run_cli, tmp_path, where, payload) -> None:
