@@ -39,6 +39,8 @@ def _result_from(
     device: str,
     base_metrics: bool,
     quiet: bool,
+    lora_alpha: float | None,
+    lora_scale: float | None,
 ) -> dict[str, Any]:
     """Either load a saved result or analyse BASE CKPT... (exactly one of the two)."""
     if from_json is not None:
@@ -57,6 +59,8 @@ def _result_from(
         labels=label,
         kinds=o.kinds_for(kind, len(ckpts)),
         options=opts,
+        lora_alpha=lora_alpha,
+        lora_scale=lora_scale,
         progress=o.Progress(quiet),
     )
     for line in render.problems(result):  # skipped / one-sided keys / NaN modules, as compare
@@ -79,6 +83,8 @@ def figures(
     dtype: o.DType = "float32",
     device: o.Device = "cpu",
     base_metrics: o.BaseMetrics = True,
+    lora_alpha: o.LoraAlpha = None,
+    lora_scale: o.LoraScale = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Draw the democratization figures (PNG + SVG) from checkpoints or a saved result."""
@@ -96,6 +102,8 @@ def figures(
         device=device,
         base_metrics=base_metrics,
         quiet=quiet,
+        lora_alpha=lora_alpha,
+        lora_scale=lora_scale,
     )
     written = save_figures(all_figures(result), out, formats=fmt or ("png", "svg"))
     for path in written:
@@ -114,6 +122,8 @@ def report(
     dtype: o.DType = "float32",
     device: o.Device = "cpu",
     base_metrics: o.BaseMetrics = True,
+    lora_alpha: o.LoraAlpha = None,
+    lora_scale: o.LoraScale = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Write one self-contained HTML report (figures embedded) plus JSON and CSV tables."""
@@ -131,6 +141,8 @@ def report(
         device=device,
         base_metrics=base_metrics,
         quiet=quiet,
+        lora_alpha=lora_alpha,
+        lora_scale=lora_scale,
     )
     path = write_report(result, out)
     typer.echo(str(path))

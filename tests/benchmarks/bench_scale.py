@@ -134,11 +134,11 @@ def synthetic(
     """A generated base/full/lora set under --work (made once); sizes default to the mid set."""
     layers, hidden = layers or ARGS.layers, hidden or ARGS.hidden
     inter, vocab = inter or ARGS.intermediate, vocab or ARGS.vocab
-    out = ARGS.work / f"h{hidden}-i{inter}-v{vocab}-L{layers}"
+    out = ARGS.work / f"h{hidden}-i{inter}-v{vocab}-L{layers}-5GB"
     if not (out / "lora" / "adapter_model.safetensors").exists():
         cmd = [sys.executable, str(HERE / "make_synthetic.py"), str(out), "--layers", str(layers),
                "--hidden", str(hidden), "--intermediate", str(inter), "--vocab", str(vocab),
-               "--shard-size", "200MB"]  # fmt: skip
+               "--shard-size", "5GB"]  # fmt: skip  (HF default shard size)
         subprocess.run(cmd, check=True, capture_output=True)
     return out
 
