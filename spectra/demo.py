@@ -68,6 +68,9 @@ def run_demo(
     from spectra.recipe import RecipeConfig, run_recipe
     from spectra.report import write_report
 
+    if options.threads is not None:
+        # the analysis too: torch defaults to every core, which oversubscribes a shared machine
+        torch.set_num_threads(options.threads)
     make = RecipeConfig.quick if options.quick else RecipeConfig
     config = make(seed=options.seed, num_threads=options.threads, device=options.device)
     recipe = run_recipe(config, options.out / "run", progress=say, reuse=not options.retrain)

@@ -39,6 +39,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.is_file():  # mkstemp makes 0600; give the file the mode a plain open() would
+            tmp.chmod(0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -46,6 +48,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if isinstance(e, OSError):
             raise _cannot_write(path, e) from e
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _cannot_write(path: Path, e: OSError) -> SpectraError:

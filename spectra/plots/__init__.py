@@ -73,7 +73,8 @@ def all_figures(result: dict[str, Any]) -> dict[str, Figure]:
     """
     figures = {}
     # Labels and module names come from files: "$...$" in them must stay text, not mathtext
-    # (a malformed formula would fail the whole figure). Drawing sets it again (output.py).
+    # (a malformed formula would fail the whole figure). Tick labels, made while drawing
+    # (output.py), keep mathtext for the log axes' 10^k.
     with matplotlib.rc_context({"text.parse_math": False}):
         for name, (build, _caption) in FIGURES.items():
             fig = build(result)

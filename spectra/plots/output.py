@@ -34,8 +34,14 @@ def _check_format(fmt: str) -> None:
 
 
 def _save(fig: Figure, target: io.BytesIO | Path, fmt: str) -> None:
-    # parse_math off: tick labels are created while drawing, and names from files are text
-    with matplotlib.rc_context({"svg.hashsalt": _HASHSALT, "text.parse_math": False}):
+    # Texts built from file names were created with parse_math off (all_figures); tick labels
+    # made while drawing keep mathtext, which the log axes' 10^k labels need.
+    for ax in fig.axes:  # ticks made while building took parse_math off with them
+        for axis in (ax.xaxis, ax.yaxis):
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                tick.label1.set_parse_math(True)
+                tick.label2.set_parse_math(True)
+    with matplotlib.rc_context({"svg.hashsalt": _HASHSALT}):
         fig.savefig(target, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
 
 

@@ -78,3 +78,18 @@ def test_unknown_format_is_refused(result, tmp_path):
     with pytest.raises(OptionError, match="jpeg"):
         save_figures(all_figures(result), tmp_path, formats=("jpeg",))
     assert not list(tmp_path.iterdir())
+
+
+def test_log_axis_tick_labels_render_as_powers_of_ten(result):
+    # Names from files are plain text, but the log axes' "10^k" tick labels are mathtext:
+    # drawn raw they read "$\mathdefault{10^{4}}$" and are several times wider.
+    fig = all_figures(result)["fig1_histogram"]
+    render_figure(fig, "png")  # draws the ticks under the rc settings render uses
+    ax = fig.axes[0]
+    labels = [t for t in ax.get_yticklabels() if t.get_text()]
+    assert labels and all("mathdefault" in t.get_text() for t in labels)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    widths = [t.get_window_extent(renderer).width for t in labels]
+    assert max(widths) < 60, widths
