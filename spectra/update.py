@@ -105,7 +105,9 @@ class ModuleUpdate:
         assert self.left is not None and self.right is not None
         return self.left @ self.right
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ModuleUpdate:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> ModuleUpdate:
         """A copy with every tensor moved/cast (dtype only applies to floating tensors)."""
 
         def conv(t: torch.Tensor | None) -> torch.Tensor | None:
