@@ -46,26 +46,4 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory, make_synthetic: ModuleTy
     return Synthetic(root, root / "base", root / "full", root / "lora")
 
 
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]):
-    """Run the real entry point in-process: returns exit code, stdout, stderr."""
-    from spectra_cli.app import main
-
-    def run(*args: object) -> CliResult:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-        cap = capsys.readouterr()
-        return CliResult(code, cap.out, cap.err)
-
-    return run
+from tests.cli.conftest import run_cli  # noqa: E402,F401  (the in-process CLI fixture)
