@@ -24,6 +24,8 @@ import torch
 from spectra.engine.against_base import (
     DENSE_AMPLIFICATION_RANK,
     amplification_factor,
+    base_left_vectors,
+    common_dtype,
     intruder_dimensions,
 )
 from spectra.engine.metrics import dominance_metrics
@@ -68,9 +70,20 @@ class ModuleContext:
     inputs: list[Input]
     modules_of: dict[str, set[str]]
     _base_stream: TensorStream | None = field(init=False, repr=False, default=None)
+    _left_cache: tuple[tuple[str, torch.dtype], torch.Tensor | None] | None = field(
+        init=False, repr=False, default=None
+    )
 
     def __post_init__(self) -> None:
         self._base_stream = None if self.base is None else TensorStream(self.base)
+
+    def base_left(self, module: str, w0: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+        """W0's left singular vectors, computed once per module and dtype and shared by every
+        checkpoint compared against it (only the current module's are kept)."""
+        key = (module, dtype)
+        if self._left_cache is None or self._left_cache[0] != key:
+            self._left_cache = (key, base_left_vectors(w0, dtype, self.device))
+        return self._left_cache[1]
 
     def base_weight(self, module: str) -> torch.Tensor | None:
         """W0 of a module widened to the compute dtype, (out, in·kh·kw); None when the base is
@@ -228,8 +241,9 @@ def _base_metrics(
     r = min(update.inner_rank if update.factored else DENSE_AMPLIFICATION_RANK, min(update.shape))
     amp = amplification_factor(update, w0, r, device=device)
     intr = intruder_dimensions(
-        w0, update, k=options.intruder_k, eps=options.intruder_eps, device=device
-    )
+        w0, update, k=options.intruder_k, eps=options.intruder_eps, device=device,
+        base_left=ctx.base_left(update.module, w0, common_dtype(w0, update)),
+    )  # fmt: skip
     return jsonable(
         {
             "amplification": amp,

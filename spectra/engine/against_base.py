@@ -19,8 +19,23 @@ from spectra.update import ModuleUpdate
 DENSE_AMPLIFICATION_RANK = 16
 
 
-def _common_dtype(W0: torch.Tensor, update: ModuleUpdate) -> torch.dtype:
+def common_dtype(W0: torch.Tensor, update: ModuleUpdate) -> torch.dtype:
+    """The dtype W0 and ΔW are combined in: the wider of the two, at least float32."""
     return compute_dtype(torch.promote_types(compute_dtype(W0.dtype), update.dtype))
+
+
+_common_dtype = common_dtype
+
+
+def base_left_vectors(
+    W0: torch.Tensor, dtype: torch.dtype, device: str | torch.device = "cpu"
+) -> torch.Tensor | None:
+    """All m = min(out, in) left singular vectors of W0, (out, m), in ``dtype`` (on the CPU);
+    None when W0 is not finite. Compute once per module and pass to
+    :func:`intruder_dimensions` for every checkpoint compared against the same W0."""
+    m = min(W0.shape)
+    _, x, _ = svd_dense(W0.to(device="cpu", dtype=dtype), vectors=m, device=device)
+    return x
 
 
 def _check_shape(W0: torch.Tensor, update: ModuleUpdate) -> None:
@@ -106,6 +121,7 @@ def intruder_dimensions(
     k: int = 10,
     eps: float = 0.5,
     device: str | torch.device = "cpu",
+    base_left: torch.Tensor | None = None,
 ) -> IntruderResult:
     """Count the top-k singular directions of W0 + ΔW that W0 does not have.
 
@@ -118,6 +134,8 @@ def intruder_dimensions(
         k: Number of top singular vectors of W_tuned examined (paper: 10).
         eps: Cosine threshold (paper sweeps it; 0.5 is common).
         device: ``"cpu"`` or ``"cuda[:N]"`` for the two SVDs.
+        base_left: W0's left singular vectors from :func:`base_left_vectors` (same dtype), to
+            skip recomputing them; computed here when None.
 
     Returns:
         An :class:`IntruderResult`.
@@ -134,7 +152,7 @@ def intruder_dimensions(
     k = min(k, m)
     base = W0.to(device="cpu", dtype=dtype)
     tuned = base + update.materialize().to(device="cpu", dtype=dtype)  # (out, in)
-    _, x, _ = svd_dense(base, vectors=m, device=device)  # x: (out, m)
+    x = base_left if base_left is not None else base_left_vectors(base, dtype, device)  # (out, m)
     s, y, _ = svd_dense(tuned, vectors=k, device=device)  # s: (m,), y: (out, k)
     if x is None or y is None:
         return IntruderResult(0, math.nan, [], [], k, eps, nonfinite=True)

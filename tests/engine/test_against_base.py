@@ -101,3 +101,21 @@ def test_intruder_checks(orthonormal):
     bad[0, 0] = float("inf")
     res = intruder_dimensions(w, ModuleUpdate("m", (40, 10), dense=bad))
     assert res.nonfinite and math.isnan(res.energy_share)
+
+
+def test_intruders_with_precomputed_base_vectors_equal_recomputed() -> None:
+    from spectra.engine.against_base import base_left_vectors, common_dtype
+
+    g = torch.Generator().manual_seed(3)
+    w0 = torch.randn(40, 24, generator=g, dtype=torch.float64)
+    upd = ModuleUpdate(
+        module="m", shape=(40, 24),
+        left=3.0 * torch.randn(40, 2, generator=g, dtype=torch.float64),
+        right=torch.randn(2, 24, generator=g, dtype=torch.float64),
+    )  # fmt: skip
+    fresh = intruder_dimensions(w0, upd, k=6, eps=0.5)
+    left = base_left_vectors(w0, common_dtype(w0, upd))
+    assert left is not None and left.shape == (40, 24)
+    cached = intruder_dimensions(w0, upd, k=6, eps=0.5, base_left=left)
+    assert cached.count == fresh.count and cached.max_cos == fresh.max_cos
+    assert cached.energy_share == fresh.energy_share
