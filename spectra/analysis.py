@@ -50,7 +50,7 @@ Progress = Callable[[int, int, str], None]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _SVD_METHODS = ("exact", "randomized")
 
-# kept importable from here (the plotters' tests and older callers use these names)
+# the public names of this module (module_layer is re-exported from analysis_module)
 __all__ = [
     "AnalysisOptions",
     "Progress",

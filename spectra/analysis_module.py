@@ -158,6 +158,9 @@ def _analyze_update(
     }
     finite = _finite(update)
     spec = None
+    base_ok = w0 is not None and tuple(w0.shape) == tuple(update.shape)
+    if base_ok:  # one SVD serves φ and the amplification factor (its top-r vectors)
+        vectors = max(vectors, amplification_rank(update))
     if finite:
         try:
             spec, metrics, truncated = _spectrum_and_metrics(update, ctx, vectors)
@@ -186,7 +189,9 @@ def _analyze_update(
         structural_zeros=int(spec.structural_zeros),
         truncated=truncated,
         metrics=jsonable(metrics),
-        base_metrics=_base_metrics(update, w0, ctx) if w0 is not None else None,
+        base_metrics=_base_metrics(update, w0, ctx, None if truncated else spec)
+        if base_ok
+        else None,
         multilora=_multilora_block(update) if update.groups else None,
         nonfinite=False,
     )
@@ -231,15 +236,21 @@ def _finite(update: ModuleUpdate) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
 
 
+def amplification_rank(update: ModuleUpdate) -> int:
+    """r of the amplification factor: the inner rank of a factored update, 16 for a dense one
+    (the engine's default), at most min(out, in)."""
+    r = update.inner_rank if update.factored else DENSE_AMPLIFICATION_RANK
+    return min(r, min(update.shape))
+
+
 def _base_metrics(
-    update: ModuleUpdate, w0: torch.Tensor, ctx: ModuleContext
-) -> dict[str, Any] | None:
-    if tuple(w0.shape) != tuple(update.shape):
-        return None
+    update: ModuleUpdate, w0: torch.Tensor, ctx: ModuleContext, spec: Spectrum | None
+) -> dict[str, Any]:
+    """Amplification factor (reusing ``spec``'s exact top-r vectors) and intruder dimensions
+    (reusing W0's cached left singular vectors)."""
     options, device = ctx.options, ctx.device
-    # r: the inner rank of a factored update, 16 for a dense one (the engine's default)
-    r = min(update.inner_rank if update.factored else DENSE_AMPLIFICATION_RANK, min(update.shape))
-    amp = amplification_factor(update, w0, r, device=device)
+    r = amplification_rank(update)
+    amp = amplification_factor(update, w0, r, device=device, spec=spec)
     intr = intruder_dimensions(
         w0, update, k=options.intruder_k, eps=options.intruder_eps, device=device,
         base_left=ctx.base_left(update.module, w0, common_dtype(w0, update)),

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 
 from spectra.analysis import AnalysisOptions, Progress, analyze
+from spectra.parallel import ExecutionOptions, make_executor
 from spectra.results import save_result
 
 
@@ -68,24 +69,24 @@ def run_demo(
     from spectra.recipe import RecipeConfig, run_recipe
     from spectra.report import write_report
 
-    if options.threads is not None:
-        # the analysis too: torch defaults to every core, which oversubscribes a shared machine
-        torch.set_num_threads(options.threads)
     make = RecipeConfig.quick if options.quick else RecipeConfig
     config = make(seed=options.seed, num_threads=options.threads, device=options.device)
     recipe = run_recipe(config, options.out / "run", progress=say, reuse=not options.retrain)
     files = recipe.files
     analysis_device = "cuda" if options.device != "cpu" and torch.cuda.is_available() else "cpu"
     say("analysing the three updates ...")
-    result = analyze(
-        files["base"],
-        [files["full"], files["lora"], files["multilora"]],
-        labels=["full", "lora", "multilora"],
-        options=AnalysisOptions(
-            top_k=options.top_k, modules=options.modules, device=analysis_device
-        ),
-        progress=progress,
-    )
+    # the analysis keeps the demo's thread count (serial executor: the same budget as training)
+    with make_executor(ExecutionOptions(threads=options.threads)) as executor:
+        result = analyze(
+            files["base"],
+            [files["full"], files["lora"], files["multilora"]],
+            labels=["full", "lora", "multilora"],
+            options=AnalysisOptions(
+                top_k=options.top_k, modules=options.modules, device=analysis_device
+            ),
+            progress=progress,
+            executor=executor,
+        )
     result_json = save_result(result, options.out / "results.json")
     say("drawing figures and writing the report ...")
     figures = all_figures(result)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spectra.engine.svd import compute_dtype, spectrum, svd_dense
+from spectra.engine.svd import Spectrum, compute_dtype, spectrum, svd_dense
 from spectra.errors import CheckpointMismatchError
 from spectra.update import ModuleUpdate
 
@@ -53,6 +53,7 @@ def amplification_factor(
     r: int | None = None,
     *,
     device: str | torch.device = "cpu",
+    spec: Spectrum | None = None,
 ) -> float:
     """How much ΔW amplifies directions already in W0 (LoRA paper, Sec. 7.3 / App. H.4).
 
@@ -65,6 +66,8 @@ def amplification_factor(
             (min(R, out, in)), or ``DENSE_AMPLIFICATION_RANK`` (16) for a dense one; clipped
             to min(out, in).
         device: ``"cpu"`` or ``"cuda[:N]"`` for the SVD.
+        spec: ΔW's exact spectrum with at least r singular vectors, when the caller already
+            has it (the analysis does); decomposed here otherwise.
 
     Returns:
         The factor; 0.0 when ΔW == 0, inf when Uᵀ W0 V == 0, NaN when ΔW is not finite.
@@ -77,13 +80,15 @@ def amplification_factor(
     m = min(update.shape)
     default_r = update.inner_rank if update.factored else DENSE_AMPLIFICATION_RANK
     r = min(default_r if r is None else r, m)
-    spec = spectrum(update.to(dtype=dtype), vectors=r, device=device)
+    if spec is None or spec.U is None or spec.U.shape[1] < r:
+        spec = spectrum(update.to(dtype=dtype), vectors=r, device=device)
     if not spec.finite or spec.U is None or spec.V is None:
         return math.nan
     delta_norm = float(torch.linalg.vector_norm(spec.values.double()))
     if delta_norm == 0.0:
         return 0.0
-    projected = spec.U.T @ W0.to(dtype=dtype, device="cpu") @ spec.V  # (r, r)
+    u, v = spec.U[:, :r].to(dtype), spec.V[:, :r].to(dtype)  # (out, r), (in, r)
+    projected = u.T @ W0.to(dtype=dtype, device="cpu") @ v  # (r, r)
     denom = float(torch.linalg.matrix_norm(projected.double()))
     return math.inf if denom == 0.0 else delta_norm / denom
 

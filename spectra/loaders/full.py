@@ -26,15 +26,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from spectra.errors import AmbiguousInputError, CheckpointMismatchError
 from spectra.io import open_tensors
 from spectra.io._common import missing_key
 from spectra.io.source import TensorSource
 from spectra.loaders.align import align_modules
 from spectra.loaders.base import LoadOptions, LoadReport, ModuleInfo
-from spectra.loaders.stream import TensorStream
+from spectra.loaders.stream import TensorStream, stream_difference
 from spectra.update import Kind, ModuleUpdate
 
 _WEIGHT = ".weight"
@@ -99,13 +97,10 @@ class FullReader:
         if module not in self._pairs:
             raise missing_key(module, self.path, sorted(self._pairs))
         tuned_key, base_key = self._pairs[module]
-        out = self._tuned.shape(tuned_key)[0]
         # the caller owns this tensor; nothing else refers to it once returned
-        delta = torch.empty(
-            out, math.prod(self._tuned.shape(tuned_key)[1:]), dtype=self._options.dtype
-        )
-        self._tuned_stream.read_into(tuned_key, delta)  # delta = widen(W_tuned): (out, in·kh·kw)
-        self._base_stream.read_into(base_key, delta, subtract=True)  # delta -= widen(W_base)
+        delta = stream_difference(
+            self._tuned_stream, tuned_key, self._base_stream, base_key, self._options.dtype
+        )  # (out, in·kh·kw)
         return ModuleUpdate(module=module, shape=(delta.shape[0], delta.shape[1]), dense=delta)
 
     def _pair(self, tuned: list[str], base: list[str]) -> dict[str, tuple[str, str]]:

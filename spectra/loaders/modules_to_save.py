@@ -15,8 +15,7 @@ import torch
 
 from spectra.errors import CheckpointMismatchError
 from spectra.io.source import TensorSource
-from spectra.loaders.align import flat_shape
-from spectra.loaders.stream import TensorStream
+from spectra.loaders.stream import TensorStream, stream_difference
 
 
 def weight_difference(
@@ -48,7 +47,4 @@ def weight_difference(
             path=tuned.path,
             key=tuned_key,
         )
-    delta = torch.empty(flat_shape(shape), dtype=dtype)  # (out, in·kh·kw)
-    TensorStream(tuned).read_into(tuned_key, delta)  # delta = widen(W_tuned)
-    TensorStream(base).read_into(base_key, delta, subtract=True)  # delta -= widen(W_base)
-    return delta
+    return stream_difference(TensorStream(tuned), tuned_key, TensorStream(base), base_key, dtype)

@@ -36,6 +36,7 @@ from spectra.multilora.format import (
     SUFFIXES,
     MultiLoRAFileConfig,
     is_multilora_metadata,
+    stack_factors,
 )
 from spectra.update import Kind, ModuleUpdate
 
@@ -127,10 +128,8 @@ class MultiLoRAReader:
         a = self._source.get(m.key_a).to(dtype)  # (n, r, in)
         b = self._source.get(m.key_b).to(dtype)  # (n, out, r)
         s = self._source.get(m.key_s).to(dtype)  # (n, out) or (n,)
-        n, out, r = b.shape
-        s_b = b * (s[:, :, None] if s.ndim == 2 else s[:, None, None])  # (n, out, r): s_i ⊙ B_i
-        left = self._scale * s_b.permute(1, 0, 2).reshape(out, n * r)  # (out, n·r)
-        right = a.reshape(n * r, a.shape[2])  # (n·r, in)
+        n, r = a.shape[0], a.shape[1]
+        left, right = stack_factors(a, b, s, self._scale)  # (out, n·r), (n·r, in)
         return ModuleUpdate(
             module=module, shape=m.shape, left=left, right=right, groups=(r,) * n, scaling=s
         )

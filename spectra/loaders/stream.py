@@ -117,6 +117,19 @@ class TensorStream:
         return span if span[1] == item * math.prod(self.source.shape(key)) else None
 
 
+def stream_difference(
+    tuned: TensorStream, tuned_key: str, base: TensorStream, base_key: str, dtype: torch.dtype
+) -> torch.Tensor:
+    """W_tuned − W_base of one weight: (out, in·kh·kw) in ``dtype``, each operand widened to
+    ``dtype`` while it is read, the base subtracted in place (no second full-size tensor).
+    The one place a dense ΔW is formed from two checkpoints; shapes are checked by callers."""
+    shape = tuned.source.shape(tuned_key)
+    delta = torch.empty(shape[0], math.prod(shape[1:]), dtype=dtype)  # (out, in·kh·kw)
+    tuned.read_into(tuned_key, delta)  # delta = widen(W_tuned)
+    base.read_into(base_key, delta, subtract=True)  # delta -= widen(W_base)
+    return delta
+
+
 def release_staging() -> None:
     """Free this thread's staging buffer (it is otherwise kept for the next read)."""
     _local.__dict__.pop("staging", None)

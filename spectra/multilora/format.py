@@ -116,6 +116,29 @@ def write_multilora(
     return path
 
 
+def stack_factors(
+    a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The n parallel modules as one factor pair: ΔW = left @ right.
+
+    The one place the stacking is done; the reference layer (forward, ΔW) and the loader use it.
+
+    Args:
+        a: (n, r, in) A_i stacked.
+        b: (n, out, r) B_i stacked.
+        s: (n, out) per-channel or (n,) scalar scaling s_i.
+        scale: α / r.
+
+    Returns:
+        left: (out, n·r) = scale·[s_1 ⊙ B_1, …, s_n ⊙ B_n] (module i owns columns i·r…);
+        right: (n·r, in) = [A_1; …; A_n] (module i owns rows i·r…).
+    """
+    n, out, r = b.shape
+    s = s[:, :, None] if s.ndim == 2 else s[:, None, None]  # (n, out, 1) or (n, 1, 1)
+    left = (scale * s) * b  # (n, out, r): scale·diag(s_i) B_i
+    return left.permute(1, 0, 2).reshape(out, n * r), a.reshape(n * r, a.shape[-1])
+
+
 def is_multilora_metadata(metadata: dict[str, str]) -> bool:
     """True when a file's metadata marks it as a spectra MultiLoRA checkpoint."""
     return metadata.get("format") == FORMAT_NAME

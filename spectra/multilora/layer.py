@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from spectra.multilora.config import MultiLoRAConfig
+from spectra.multilora.format import stack_factors
 
 
 class MultiLoRALinear(nn.Module):
@@ -97,12 +98,7 @@ class MultiLoRALinear(nn.Module):
         a, b, s = self.multilora_A, self.multilora_B, self.multilora_scaling
         if dtype is not None:
             a, b, s = a.to(dtype), b.to(dtype), s.to(dtype)
-        n, out, r = b.shape
-        s = s[:, :, None] if s.ndim == 2 else s[:, None, None]  # (n, out, 1) or (n, 1, 1)
-        left = (self.config.scale * s) * b  # (n, out, r_m): (α/r_m)·diag(s_i) B_i
-        left = left.permute(1, 0, 2).reshape(out, n * r)  # (out, n·r_m), module i = cols i·r_m…
-        right = a.reshape(n * r, a.shape[-1])  # (n·r_m, in), module i = rows i·r_m…
-        return left, right
+        return stack_factors(a, b, s, self.config.scale)
 
     def get_delta_weight(self) -> torch.Tensor:
         """ΔW = (α/r_m) Σ_i diag(s_i) B_i A_i, the one place the update is formed.

@@ -119,3 +119,18 @@ def test_intruders_with_precomputed_base_vectors_equal_recomputed() -> None:
     cached = intruder_dimensions(w0, upd, k=6, eps=0.5, base_left=left)
     assert cached.count == fresh.count and cached.max_cos == fresh.max_cos
     assert cached.energy_share == fresh.energy_share
+
+
+def test_amplification_reuses_a_precomputed_spectrum() -> None:
+    from spectra.engine.svd import spectrum
+
+    g = torch.Generator().manual_seed(4)
+    w0 = torch.randn(30, 20, generator=g, dtype=torch.float64)
+    upd = ModuleUpdate(
+        module="m", shape=(30, 20), dense=torch.randn(30, 20, generator=g, dtype=torch.float64)
+    )
+    fresh = amplification_factor(upd, w0, 5)
+    reused = amplification_factor(upd, w0, 5, spec=spectrum(upd, vectors=8))  # more than r
+    assert reused == pytest.approx(fresh, rel=1e-12)
+    too_few = amplification_factor(upd, w0, 5, spec=spectrum(upd, vectors=2))  # recomputed
+    assert too_few == pytest.approx(fresh, rel=1e-12)
