@@ -22,18 +22,31 @@ import torch
 from spectra.engine.device import resolve_device
 from spectra.update import ModuleUpdate
 
-Backend = Literal["auto", "torch", "scipy"]
+Backend = Literal["auto", "gram", "torch", "scipy"]
 
-# Which LAPACK wrapper computes dense singular values (no vectors) on the CPU. Both call gesdd
-# with jobz='N'; torch links MKL, scipy its own OpenBLAS. Measured with
-# tests/benchmarks/bench_engine.py (section c), 1 thread, on the project's 2-core dev machine:
-# 1024² float32/float64 tie (0.17 s vs 0.17 s, 0.30 s vs 0.28 s, scipy vs torch, idle machine);
-# 4096² float32 torch is 4x faster (9.5 s vs 37.7 s, loaded machine). Hence torch for both.
-# Rerun the benchmark on a new platform before changing this.
-_CPU_VALUES_BACKEND: dict[torch.dtype, Literal["torch", "scipy"]] = {
-    torch.float32: "torch",
-    torch.float64: "torch",
+# Which route computes dense singular values (no vectors), per device type and compute dtype.
+# Measured with tests/benchmarks/bench_engine.py (section c) on the project's 2-core CPU:
+#
+# * "gram": eigenvalues of the float64 Gram matrix (see _svdvals_gram). For float32 ΔW it is
+#   1.4-1.5x faster than float32 gesdd and 30-100x more accurate (float64 arithmetic), so it
+#   is the CPU route for float32. For float64 ΔW it would square the condition number of a
+#   computation already in float64, so float64 keeps gesdd.
+# * "torch": LAPACK gesdd (jobz='N') through torch (MKL), always on the tall orientation:
+#   on a wide matrix torch's gesdd is 2.7-3x slower than on its transpose (same values).
+# * "scipy": gesdd through scipy (OpenBLAS): ties torch at 1 thread on square matrices, loses
+#   by 1.3-3x on 2 threads and on rectangular ones once torch is given the tall orientation.
+#
+# On CUDA torch (cuSOLVER) is used; tests/benchmarks/bench_gpu.py measures the alternatives.
+# Rerun the benchmarks on a new platform before changing this.
+_VALUES_ROUTE: dict[tuple[str, torch.dtype], Literal["gram", "torch", "scipy"]] = {
+    ("cpu", torch.float32): "gram",
+    ("cpu", torch.float64): "torch",
+    ("cuda", torch.float32): "torch",
+    ("cuda", torch.float64): "torch",
 }
+# Rows of ΔW widened to float64 at a time when forming the Gram matrix (bounds the extra
+# memory to GRAM_BLOCK_ROWS × n float64 plus the n × n Gram matrix, n = min(out, in)).
+GRAM_BLOCK_ROWS = 1024
 
 # (values (m,), U (out, k) or None, V (in, k) or None)
 SVDResult = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
@@ -95,39 +108,76 @@ def _nan_result(m: int, dtype: torch.dtype) -> SVDResult:
     return torch.full((m,), float("nan"), dtype=dtype), None, None
 
 
+def _tall(a: torch.Tensor) -> torch.Tensor:
+    """``a`` or its transpose (a view), whichever has at least as many rows as columns."""
+    return a if a.shape[0] >= a.shape[1] else a.T
+
+
 def _svdvals_scipy(a: torch.Tensor, driver: str = "gesdd") -> torch.Tensor:
     # The copy is what gesdd overwrites (overwrite_a), never the caller's tensor.
-    work = np.array(a.numpy(), order="F", copy=True)
+    work = np.array(_tall(a).numpy(), order="F", copy=True)
     s = scipy.linalg.svd(
         work, compute_uv=False, lapack_driver=driver, check_finite=False, overwrite_a=True
     )
     return torch.from_numpy(np.ascontiguousarray(s))
 
 
+def _svdvals_gram(a: torch.Tensor, block_rows: int = GRAM_BLOCK_ROWS) -> torch.Tensor:
+    """Singular values of a float32 (p, q) matrix from its float64 Gram matrix, in float32.
+
+    With X = ΔW or ΔWᵀ so that X is (N, n), N ≥ n: G = XᵀX (n, n) is accumulated in float64
+    from blocks of ``block_rows`` rows widened one at a time, and σ_i = sqrt(λ_i(G)) with the
+    eigenvalues from LAPACK syevd (values only). Eigenvalues of G carry an absolute error of
+    about n·ε₆₄·σ₁², so σ_i has an absolute error of about n·ε₆₄·σ₁²/σ_i: below float32
+    gesdd's ε₃₂·σ₁ for every σ_i above ~1e-6·σ₁ (measured 30-100x smaller), and values below
+    that are under the float32 input's own resolution. Negative eigenvalues (rounding of
+    exact zeros) become 0.
+    """
+    x = _tall(a)
+    n = x.shape[1]
+    gram = torch.zeros(n, n, dtype=torch.float64, device=a.device)
+    for start in range(0, x.shape[0], block_rows):
+        block = x[start : start + block_rows].to(torch.float64)
+        gram.addmm_(block.T, block)
+    lam = torch.linalg.eigvalsh(gram)  # ascending
+    return lam.clamp_min_(0).sqrt_().flip(0).to(a.dtype)
+
+
 def _svdvals(a: torch.Tensor, backend: Backend) -> torch.Tensor:
     """Singular values of a finite 2-D tensor, descending, on a's device and dtype."""
-    if a.device.type != "cpu":
-        return torch.linalg.svdvals(a)
-    pick = _CPU_VALUES_BACKEND[a.dtype] if backend == "auto" else backend
+    pick = _VALUES_ROUTE[(a.device.type, a.dtype)] if backend == "auto" else backend
+    if pick == "gram" and a.dtype == torch.float64:
+        pick = "torch"  # float64 input: the Gram matrix would lose half its digits
     try:
-        return _svdvals_scipy(a) if pick == "scipy" else torch.linalg.svdvals(a)
+        if pick == "gram":
+            return _svdvals_gram(a)
+        if pick == "scipy" and a.device.type == "cpu":
+            return _svdvals_scipy(a)
+        return torch.linalg.svdvals(_tall(a))
     except (np.linalg.LinAlgError, torch.linalg.LinAlgError):
-        # gesdd's divide and conquer can fail to converge; the QR-iteration gesvd is slower
-        # but does not (LAPACK's own advice).
-        return _svdvals_scipy(a, driver="gesvd")
+        # gesdd's divide and conquer (or syevd) can fail to converge; the QR-iteration gesvd
+        # is slower but does not (LAPACK's own advice).
+        return _svdvals_scipy(a.cpu(), driver="gesvd").to(device=a.device, dtype=a.dtype)
 
 
 def _svd_top(a: torch.Tensor, k: int) -> SVDResult:
-    """Full thin SVD of a finite 2-D tensor (gesdd on CPU), keeping the top-k vectors."""
+    """Full thin SVD of a finite 2-D tensor (gesdd on CPU), keeping the top-k vectors.
+
+    Computed on the tall orientation (2x faster in torch on a wide matrix): for a wide
+    ``a``, aᵀ = U' S V'ᵀ gives a = V' S U'ᵀ, so U = V' and V = U'.
+    """
+    wide = a.shape[0] < a.shape[1]
+    x = _tall(a)
     try:
-        u, s, vh = torch.linalg.svd(a, full_matrices=False)
+        u, s, vh = torch.linalg.svd(x, full_matrices=False)
     except torch.linalg.LinAlgError:
         u_np, s_np, vh_np = scipy.linalg.svd(
-            a.cpu().numpy(), full_matrices=False, lapack_driver="gesvd", check_finite=False
+            x.cpu().numpy(), full_matrices=False, lapack_driver="gesvd", check_finite=False
         )
-        u, s, vh = (torch.from_numpy(x).to(a.device) for x in (u_np, s_np, vh_np))
-    # u: (p, m), vh: (m, q) -> U: (p, k), V: (q, k)
-    return s, u[:, :k].contiguous(), vh[:k].T.contiguous()
+        u, s, vh = (torch.from_numpy(t).to(a.device) for t in (u_np, s_np, vh_np))
+    # x = u diag(s) vh; u: (N, m), vh: (m, n)
+    left, right = (vh.T, u) if wide else (u, vh.T)
+    return s, left[:, :k].contiguous(), right[:, :k].contiguous()
 
 
 def _to_cpu(result: SVDResult) -> SVDResult:
@@ -143,16 +193,18 @@ def svd_dense(
 ) -> SVDResult:
     """Exact SVD of a dense (out, in) matrix.
 
-    With ``vectors == 0`` only the singular values are computed (LAPACK gesdd, jobz='N'; on
-    the CPU via torch or scipy, whichever measured faster for the dtype, see
-    ``_CPU_VALUES_BACKEND``). With ``vectors > 0`` a thin SVD is computed and the top
-    ``vectors`` singular vectors are kept.
+    With ``vectors == 0`` only the singular values are computed, by the route measured
+    fastest for the device and dtype (``_VALUES_ROUTE``): on the CPU, float32 ΔW goes
+    through the float64 Gram matrix (faster and more accurate than float32 gesdd, see
+    ``_svdvals_gram``), float64 through LAPACK gesdd (jobz='N'). With ``vectors > 0`` a thin
+    SVD (gesdd) is computed and the top ``vectors`` singular vectors are kept.
 
     Args:
         matrix: (out, in) ΔW; widened to float32 (float64 stays float64) before computing.
         vectors: Number k of top singular vectors to return (clipped to min(out, in)).
         device: ``"cpu"`` or ``"cuda[:N]"``; results always come back on the CPU.
-        backend: ``"auto"`` (the measured pick), or force ``"torch"`` / ``"scipy"`` (CPU).
+        backend: ``"auto"`` (the measured pick), or force ``"gram"`` (float32 only; float64
+            uses gesdd), ``"torch"`` (gesdd) or ``"scipy"`` (gesdd, CPU only). Values only.
 
     Returns:
         (values (m,), U (out, k) or None, V (in, k) or None), m = min(out, in). When the
@@ -208,7 +260,10 @@ def svd_factored(
     dtype = compute_dtype(torch.promote_types(left.dtype, right.dtype))
     (out, inner), inp = left.shape, right.shape[1]
     m = min(inner, out, inp)
-    lf, rt = left.to(device=dev, dtype=dtype), right.to(device=dev, dtype=dtype)
+    # The QRs and the small core are computed in float64 whatever ``dtype`` is: they cost
+    # O((out + in)·R²), nothing next to a dense SVD, and the float32 results then no longer
+    # depend on how many threads the BLAS split the products over.
+    lf, rt = (t.to(device=dev, dtype=torch.float64) for t in (left, right))
     if m == 0:
         empty = torch.zeros(0, dtype=dtype)
         if vectors <= 0:
@@ -222,9 +277,9 @@ def svd_factored(
     if not bool(torch.isfinite(core).all()):  # the product overflowed
         return _nan_result(m, dtype)
     if vectors <= 0:
-        return _svdvals(core, "torch").cpu(), None, None
+        return _svdvals(core, "torch").to(dtype).cpu(), None, None
     s, u_c, v_c = _svd_top(core, min(vectors, m))  # u_c: (a, k), v_c: (b, k)
-    return _to_cpu((s, q_u @ u_c, q_v @ v_c))
+    return _to_cpu(tuple(t.to(dtype) for t in (s, q_u @ u_c, q_v @ v_c)))  # type: ignore[arg-type]
 
 
 def spectrum(

@@ -21,7 +21,7 @@ def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(40, 25), (25, 40)])
-@pytest.mark.parametrize("backend", ["torch", "scipy"])
+@pytest.mark.parametrize("backend", ["auto", "gram", "torch", "scipy"])
 def test_dense_recovers_chosen_values(with_spectrum, dtype, shape, backend):
     a, _, _ = with_spectrum(CHOSEN, *shape, seed=1)
     s, u, v = svd_dense(a.to(dtype), backend=backend)
@@ -81,18 +81,19 @@ def test_dense_spectrum_has_no_structural_zeros(with_spectrum):
     assert float(spec.values[2:].abs().max()) < 1e-12
 
 
+@pytest.mark.parametrize("shape", [(40, 30), (30, 40)])  # tall, and wide (computed on ΔWᵀ)
 @pytest.mark.parametrize("factored", [False, True])
-def test_top_vectors_match_chosen_ones(with_spectrum, factored):
-    a, u, v = with_spectrum(CHOSEN, 40, 30, seed=5)
+def test_top_vectors_match_chosen_ones(with_spectrum, factored, shape):
+    a, u, v = with_spectrum(CHOSEN, *shape, seed=5)
     if factored:
         upd = ModuleUpdate(
-            "m", (40, 30), left=u * torch.tensor(CHOSEN, dtype=torch.float64), right=v.T
+            "m", shape, left=u * torch.tensor(CHOSEN, dtype=torch.float64), right=v.T
         )
     else:
-        upd = ModuleUpdate("m", (40, 30), dense=a)
+        upd = ModuleUpdate("m", shape, dense=a)
     spec = spectrum(upd, vectors=3)
     assert spec.U is not None and spec.V is not None
-    assert spec.U.shape == (40, 3) and spec.V.shape == (30, 3)
+    assert spec.U.shape == (shape[0], 3) and spec.V.shape == (shape[1], 3)
     # Distinct singular values: each vector is the chosen one up to sign.
     assert torch.allclose(
         (spec.U.T @ u[:, :3]).abs(), torch.eye(3, dtype=torch.float64), atol=1e-10
@@ -154,11 +155,41 @@ def test_half_precision_is_widened(with_spectrum):
     assert _rel_err(spec.values, ref) < 1e-5
 
 
-def test_scipy_backend_leaves_input_untouched(with_spectrum):
-    a = with_spectrum(CHOSEN, 20, 20, seed=8)[0].float()
+@pytest.mark.parametrize("backend", ["auto", "gram", "torch", "scipy"])
+def test_backends_leave_input_untouched(with_spectrum, backend):
+    a = with_spectrum(CHOSEN, 20, 30, seed=8)[0].float()
     before = a.clone()
-    svd_dense(a, backend="scipy")
+    svd_dense(a, backend=backend)
     assert torch.equal(a, before)
+
+
+@pytest.mark.parametrize("shape", [(300, 120), (120, 300)])
+def test_gram_route_beats_float32_gesdd_against_float64(with_spectrum, shape):
+    """The float32 route through the float64 Gram matrix, on σ spread over 8 decades: at least
+    as accurate as float32 gesdd everywhere (the reason it is the CPU default), and within
+    its stated error bound n·ε₆₄·σ₁²/σ_i wherever that bound is below 1."""
+    chosen = torch.logspace(0, -8, min(shape), dtype=torch.float64).tolist()
+    a = with_spectrum(chosen, *shape, seed=11)[0].float()  # the float32 data a user has
+    ref = torch.linalg.svdvals(a.double())  # exact σ of that float32 matrix
+    gram = svd_dense(a, backend="gram")[0].double()
+    gesdd = svd_dense(a, backend="torch")[0].double()
+    err_gram, err_gesdd = (float((x - ref).abs().max() / ref[0]) for x in (gram, gesdd))
+    assert err_gram <= err_gesdd and err_gram < 1e-7
+    n, eps64 = min(shape), torch.finfo(torch.float64).eps
+    bound = n * eps64 * ref[0] ** 2 / ref  # absolute error bound of each σ_i
+    ok = bound < 1e-2 * ref  # σ_i well above the floor
+    # relative to σ_i: the bound, plus float32 rounding of the returned value
+    assert bool(((gram - ref).abs()[ok] <= bound[ok] + 2e-7 * ref[ok]).all())
+
+
+def test_gram_blocks_sum_to_the_whole(with_spectrum):
+    from spectra.engine.svd import _svdvals_gram
+
+    a = with_spectrum(CHOSEN, 50, 20, seed=12)[0].float()
+    whole = _svdvals_gram(a, block_rows=1000)
+    for rows in (1, 7, 49):
+        assert _rel_err(_svdvals_gram(a, block_rows=rows), whole) < 1e-7
+        assert _rel_err(_svdvals_gram(a.T, block_rows=rows), whole) < 1e-7
 
 
 def test_spectrum_checks_consistency():
