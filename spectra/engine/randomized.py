@@ -29,7 +29,7 @@ import torch
 
 from spectra.engine.device import resolve_device
 from spectra.engine.metrics import MetricValue
-from spectra.engine.svd import SVDResult, compute_dtype
+from spectra.engine.svd import SVDResult, _svd_top, compute_dtype
 
 # Defaults of Halko et al. §4.2 / scikit-learn's randomized_svd: p = 10 extra columns, and a
 # few power iterations (each one is two passes over A) because ΔW spectra decay slowly.
@@ -82,9 +82,8 @@ def randomized_svd(
     if not bool(torch.isfinite(a).all()):
         return torch.full((k,), float("nan"), dtype=dtype), None, None
     q = _range_basis(a, min(k + oversample, m), power_iters, seed)  # (out, l)
-    u_b, s, vh = torch.linalg.svd(q.T @ a, full_matrices=False)  # u_b: (l, l), vh: (l, in)
-    u = q @ u_b[:, :k]  # (out, k)
-    return s[:k].cpu(), u.cpu(), vh[:k].T.contiguous().cpu()
+    s, u_b, v = _svd_top(q.T @ a, k)  # u_b: (l, k), v: (in, k)
+    return s[:k].cpu(), (q @ u_b).cpu(), v.cpu()  # U = Q U_b: (out, k)
 
 
 def _range_basis(a: torch.Tensor, width: int, power_iters: int, seed: int) -> torch.Tensor:
