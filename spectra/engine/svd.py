@@ -12,6 +12,7 @@ the update's dtype widened to at least float32, and returned on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -144,14 +145,49 @@ def _svdvals_gram(a: torch.Tensor, block_rows: int = GRAM_BLOCK_ROWS) -> torch.T
     that are under the float32 input's own resolution. Negative eigenvalues (rounding of
     exact zeros) become 0.
     """
-    x = _tall(a)
+    lam = torch.linalg.eigvalsh(_gram(_tall(a), block_rows))  # ascending
+    return lam.clamp_min_(0).sqrt_().flip(0).to(a.dtype)
+
+
+def _gram(x: torch.Tensor, block_rows: int = GRAM_BLOCK_ROWS) -> torch.Tensor:
+    """G = XᵀX (n, n) in float64 for X (N, n), widening ``block_rows`` rows at a time."""
     n = x.shape[1]
-    gram = torch.zeros(n, n, dtype=torch.float64, device=a.device)
+    gram = torch.zeros(n, n, dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], block_rows):
         block = x[start : start + block_rows].to(torch.float64)
         gram.addmm_(block.T, block)
-    lam = torch.linalg.eigvalsh(gram)  # ascending
-    return lam.clamp_min_(0).sqrt_().flip(0).to(a.dtype)
+    return gram
+
+
+# The Gram route gives top-k vectors only while σ_k ≥ this × σ_1: U = X V / σ divides by σ_k,
+# and below it a column would inherit the Gram matrix's rounding (≈ n·ε₆₄·σ₁²) magnified.
+GRAM_VECTORS_MIN_RATIO = 1e-3
+
+
+def _svd_top_gram(a: torch.Tensor, k: int) -> SVDResult | None:
+    """Top-k singular triplets of a float32 (p, q) matrix from its float64 Gram matrix.
+
+    With X = ΔW or ΔWᵀ, (N, n), N ≥ n: XᵀX = V Λ Vᵀ (LAPACK syevd with vectors), σ = sqrt(Λ),
+    and the left vectors U_k = X V_k / σ_k, computed in float64 in row blocks. For a wide ΔW
+    the roles swap (ΔW = V S Uᵀ). Every value comes back; vectors for the top k ≥ 1.
+
+    Returns:
+        (values (n,), U (p, k), V (q, k)) in float32, or None when σ_k < 1e-3·σ_1 (ΔW = 0
+        included), where the division would lose accuracy: the caller then uses gesdd.
+    """
+    wide = a.shape[0] < a.shape[1]
+    x = _tall(a)
+    lam, vecs = torch.linalg.eigh(_gram(x))  # ascending
+    s = lam.clamp_min(0).sqrt().flip(0)  # (n,) descending, float64
+    if not float(s[k - 1]) >= GRAM_VECTORS_MIN_RATIO * float(s[0]) > 0.0:
+        return None
+    v_k = vecs[:, -k:].flip(1)  # (n, k), the top-k eigenvectors
+    u_k = torch.empty(x.shape[0], k, dtype=torch.float64, device=a.device)
+    for start in range(0, x.shape[0], GRAM_BLOCK_ROWS):
+        block = x[start : start + GRAM_BLOCK_ROWS].to(torch.float64)
+        u_k[start : start + GRAM_BLOCK_ROWS] = block @ v_k / s[:k]
+    left, right = (v_k, u_k) if wide else (u_k, v_k)
+    return s.to(a.dtype), left.to(a.dtype), right.to(a.dtype)
 
 
 def _svdvals(a: torch.Tensor, backend: Backend) -> torch.Tensor:
@@ -207,15 +243,18 @@ def svd_dense(
     With ``vectors == 0`` only the singular values are computed, by the route measured
     fastest for the device and dtype (``_VALUES_ROUTE``): on the CPU, float32 ΔW goes
     through the float64 Gram matrix (faster and more accurate than float32 gesdd, see
-    ``_svdvals_gram``), float64 through LAPACK gesdd (jobz='N'). With ``vectors > 0`` a thin
-    SVD (gesdd) is computed and the top ``vectors`` singular vectors are kept.
+    ``_svdvals_gram``), float64 through LAPACK gesdd (jobz='N'). With ``vectors > 0`` the
+    top ``vectors`` singular vectors are kept too: for float32 on the Gram route from the
+    float64 Gram matrix's eigenvectors (``_svd_top_gram``: 1.5-1.75x faster than float32
+    gesdd with vectors, and float64-accurate) while σ_k ≥ 1e-3·σ_1, otherwise from a thin
+    SVD (gesdd; gesvd on CUDA).
 
     Args:
         matrix: (out, in) ΔW; widened to float32 (float64 stays float64) before computing.
         vectors: Number k of top singular vectors to return (clipped to min(out, in)).
         device: ``"cpu"`` or ``"cuda[:N]"``; results always come back on the CPU.
         backend: ``"auto"`` (the measured pick), or force ``"gram"`` (float32 only; float64
-            uses gesdd), ``"torch"`` (gesdd) or ``"scipy"`` (gesdd, CPU only). Values only.
+            uses gesdd), ``"torch"`` (gesdd) or ``"scipy"`` (gesdd, CPU only; values only).
 
     Returns:
         (values (m,), U (out, k) or None, V (in, k) or None), m = min(out, in). When the
@@ -235,7 +274,14 @@ def svd_dense(
         return _nan_result(m, dtype)
     if vectors <= 0:
         return _svdvals(a, backend).cpu(), None, None
-    return _to_cpu(_svd_top(a, min(vectors, m)))
+    k = min(vectors, m)
+    pick = _VALUES_ROUTE[(a.device.type, a.dtype)] if backend == "auto" else backend
+    if pick == "gram" and a.dtype == torch.float32:
+        with contextlib.suppress(torch.linalg.LinAlgError):  # syevd failed: gesdd below
+            top = _svd_top_gram(a, k)
+            if top is not None:
+                return _to_cpu(top)
+    return _to_cpu(_svd_top(a, k))
 
 
 def svd_factored(

@@ -77,6 +77,7 @@ def dense_routes(shape: tuple[int, int], dtype: torch.dtype, repeats: int) -> li
     for _ in range(repeats):  # interleaved, so a burst of load hits all alike
         for name, fn in calls.items():
             times[name] = min(times[name], best_time(fn, 1))
+            time.sleep(0.2)  # OpenBLAS's threads spin after a call: let them sleep first
     base = times["svdvals(ΔW)"]
     lines = []
     for name, fn in calls.items():

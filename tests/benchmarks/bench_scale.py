@@ -3,8 +3,9 @@
 Sections (all by default, or name some):
 
 * ``e2e``: end-to-end dense analysis (``analyze``, one full fine-tune, values only) ÷ bare
-  LAPACK singular values (``torch.linalg.svdvals``) of the same ΔW matrices, already in
-  memory. Target ≤ 1.2×.
+  LAPACK singular values (``torch.linalg.svdvals`` on the tall orientation) of the same ΔW
+  matrices, already in memory (target ≤ 1.2×); and ÷ the bare route spectra takes (float64
+  Gram + syevd), which is the reading/widening/metrics overhead alone.
 * ``memory``: peak RSS of a full analysis at three checkpoint sizes (same largest matrix, more
   layers), each in a fresh process, against the obvious way (every tensor read through
   safetensors' memory map and widened): flat vs growing.
@@ -166,26 +167,33 @@ def header(title: str) -> None:
 
 def bench_e2e() -> None:
     from spectra.analysis import AnalysisOptions, analyze
+    from spectra.engine.svd import _svdvals_gram
     from spectra.io import open_tensors
     from spectra.loaders import open_checkpoint
 
     d = synthetic()
-    header(f"e2e: analyze (values only) vs bare svdvals, module by module, {d.name}")
+    header(f"e2e: analyze (values only) vs bare singular values, module by module, {d.name}")
     reader = open_checkpoint(d / "full", base=open_tensors(d / "base"))
-    t_e2e = t_bare = 0.0
+    t_e2e = t_gesdd = t_gram = 0.0
     for info in reader.modules():
         delta = reader.update(info.module).dense  # (out, in) float32, in memory
-        # one module at a time, alternating, best of 2: a burst of load hits both alike.
+        tall = delta if delta.shape[0] >= delta.shape[1] else delta.T
+        # one module at a time, alternating, best of 2: a burst of load hits all alike.
         # analyze reopens the files per call (a few ms): counted against it
         opts = AnalysisOptions(against_base=False, modules=f"^{re.escape(info.module)}$")
-        bare = e2e = float("inf")
+        gesdd = gram = e2e = float("inf")
         for _ in range(2):
-            bare = min(bare, best(lambda x=delta: torch.linalg.svdvals(x), 1))
+            gesdd = min(gesdd, best(lambda x=tall: torch.linalg.svdvals(x), 1))
+            gram = min(gram, best(lambda x=delta: _svdvals_gram(x), 1))
             e2e = min(e2e, best(lambda o=opts: analyze(d / "base", [d / "full"], options=o), 1))
-        t_bare, t_e2e = t_bare + bare, t_e2e + e2e
+        t_gesdd, t_gram, t_e2e = t_gesdd + gesdd, t_gram + gram, t_e2e + e2e
     print(f"{len(reader.modules())} dense ΔW, largest {max(m.shape for m in reader.modules())}")
-    print(f"bare svdvals {t_bare:8.2f} s   analyze end to end {t_e2e:8.2f} s   "
-          f"ratio {t_e2e / t_bare:.3f}x (target <= 1.2)")  # fmt: skip
+    print(f"bare LAPACK gesdd (svdvals, tall) {t_gesdd:8.2f} s   bare float64 Gram + syevd "
+          f"{t_gram:8.2f} s   analyze end to end {t_e2e:8.2f} s")  # fmt: skip
+    print(
+        f"analyze / bare gesdd = {t_e2e / t_gesdd:.3f}x (target <= 1.2)   "
+        f"analyze / its own bare route = {t_e2e / t_gram:.3f}x (the overhead)"
+    )
 
 
 def bench_memory() -> None:

@@ -208,3 +208,38 @@ def test_device_resolution():
             resolve_device("cuda")
         with pytest.raises(OptionError):
             spectrum(ModuleUpdate("m", (3, 3), dense=torch.eye(3)), device="cuda")
+
+
+@pytest.mark.parametrize("shape", [(60, 40), (40, 60)])
+def test_gram_vectors_match_float64_gesdd(with_spectrum, shape):
+    """float32 ΔW with vectors takes the Gram route: σ and the top vectors agree with the
+    float64 SVD of the same float32 matrix (up to sign), and Uᵀ ΔW V = diag(σ)."""
+    from spectra.engine.svd import _svd_top_gram
+
+    a = with_spectrum(CHOSEN + [0.1] * 5, *shape, seed=13)[0].float()
+    assert _svd_top_gram(a, 4) is not None  # the route svd_dense takes here
+    s, u, v = svd_dense(a, vectors=4)
+    u64, s64, vh64 = torch.linalg.svd(a.double(), full_matrices=False)
+    assert _rel_err(s, s64) < 1e-7
+    assert u is not None and v is not None and u.dtype == torch.float32
+    assert torch.allclose(
+        (u.double().T @ u64[:, :4]).abs(), torch.eye(4, dtype=torch.float64), atol=1e-6
+    )
+    assert torch.allclose(
+        (v.double().T @ vh64[:4].T).abs(), torch.eye(4, dtype=torch.float64), atol=1e-6
+    )
+    assert torch.allclose(u.double().T @ a.double() @ v.double(), torch.diag(s64[:4]), atol=1e-5)
+
+
+def test_gram_vectors_fall_back_below_the_ratio(with_spectrum):
+    """Vectors of σ_k < 1e-3·σ_1 (here exact zeros) come from gesdd, still orthonormal."""
+    from spectra.engine.svd import _svd_top_gram
+
+    a = with_spectrum(CHOSEN, 30, 20, seed=14)[0].float()  # rank 5
+    assert _svd_top_gram(a, 5) is not None and _svd_top_gram(a, 6) is None
+    assert _svd_top_gram(torch.zeros(6, 4), 1) is None
+    s, u, v = svd_dense(a, vectors=8)
+    assert u is not None and v is not None and u.shape == (30, 8) and v.shape == (20, 8)
+    assert torch.allclose(u.T @ u, torch.eye(8), atol=1e-5)
+    assert torch.allclose(v.T @ v, torch.eye(8), atol=1e-5)
+    assert _rel_err(s[:5], torch.tensor(CHOSEN)) < 1e-6
