@@ -18,6 +18,7 @@ import torch
 
 from spectra.engine.metrics import rank_tolerance
 from spectra.engine.svd import svd_factored
+from spectra.engine.threads import one_thread
 from spectra.update import ModuleUpdate
 
 # Largest |UᵀU − I| entry accepted as "orthonormal columns": float32 bases from a QR/SVD of
@@ -54,9 +55,15 @@ def _checked_pair(U1: torch.Tensor, U2: torch.Tensor) -> tuple[torch.Tensor, tor
     return pair[0], pair[1]
 
 
+def _cross(B1: torch.Tensor, B2: torch.Tensor) -> torch.Tensor:
+    """B1ᵀ B2 (k1, k2), on one thread: the same bits whatever the thread budget."""
+    with one_thread():
+        return B1.T @ B2
+
+
 def _phi(B1: torch.Tensor, B2: torch.Tensor) -> float:
     """‖B1ᵀ B2‖_F² / min(k1, k2) for float64 orthonormal bases B1: (d, k1), B2: (d, k2)."""
-    return float((B1.T @ B2).pow(2).sum()) / min(B1.shape[1], B2.shape[1])
+    return float(_cross(B1, B2).pow(2).sum()) / min(B1.shape[1], B2.shape[1])
 
 
 def phi_grid(U1: torch.Tensor, U2: torch.Tensor) -> torch.Tensor:
@@ -77,7 +84,7 @@ def phi_grid(U1: torch.Tensor, U2: torch.Tensor) -> torch.Tensor:
     """
     B1, B2 = _checked_pair(U1, U2)
     i, j = B1.shape[1], B2.shape[1]
-    M = (B1.T @ B2).pow(2)  # (i, j)
+    M = _cross(B1, B2).pow(2)  # (i, j)
     C = M.cumsum(0).cumsum(1)  # (i, j)
     a = torch.arange(1, i + 1, dtype=torch.float64)[:, None]  # (i, 1)
     b = torch.arange(1, j + 1, dtype=torch.float64)[None, :]  # (1, j)
@@ -115,7 +122,8 @@ def principal_angles(U1: torch.Tensor, U2: torch.Tensor) -> torch.Tensor:
         ValueError: Shapes do not match or columns are not orthonormal.
     """
     B1, B2 = _checked_pair(U1, U2)
-    cos = torch.linalg.svdvals(B1.T @ B2).clamp(0.0, 1.0)  # descending -> angles ascending
+    with one_thread():
+        cos = torch.linalg.svdvals(B1.T @ B2).clamp(0.0, 1.0)  # descending: angles ascending
     return torch.arccos(cos)
 
 
