@@ -28,10 +28,15 @@ Backend = Literal["auto", "gram", "torch", "scipy"]
 # Which route computes dense singular values (no vectors), per device type and compute dtype.
 # Measured with tests/benchmarks/bench_engine.py (section c) on the project's 2-core CPU:
 #
-# * "gram": eigenvalues of the float64 Gram matrix (see _svdvals_gram). For float32 ΔW it is
-#   1.4-1.5x faster than float32 gesdd and 30-100x more accurate (float64 arithmetic), so it
-#   is the CPU route for float32. For float64 ΔW it would square the condition number of a
-#   computation already in float64, so float64 keeps gesdd.
+# * "gram": eigenvalues of the float64 Gram matrix (see _svdvals_gram). For float32 ΔW with
+#   n = min(out, in) up to 2304 it is 1.25-1.55x faster than float32 gesdd (1536² 0.23 vs
+#   0.29 s, 2048² 0.45 vs 0.69 s, 2304² 0.60 vs 0.92 s, 8000 x 2048 0.82 vs 1.07 s, 2 threads)
+#   and 30-100x more accurate (float64 arithmetic). Above that MKL's sgesdd switches to a
+#   faster algorithm and wins (2560² 0.77 vs 0.66 s, 4096² 2.45 vs 1.85 s, 11008 x 2560 1.59
+#   vs 1.44 s), so larger float32 values go through gesdd (_GRAM_VALUES_MAX_N). With vectors
+#   the Gram route wins at every size measured (1.3-1.4x up to 4096², see svd_dense). For
+#   float64 ΔW it would square the condition number of a computation already in float64, so
+#   float64 keeps gesdd.
 # * "torch": LAPACK gesdd (jobz='N') through torch (MKL), always on the tall orientation:
 #   on a wide matrix torch's gesdd is 2.7-3x slower than on its transpose (same values).
 # * "scipy": gesdd through scipy (OpenBLAS): ties torch at 1 thread on square matrices, loses
@@ -51,6 +56,9 @@ _VALUES_ROUTE: dict[tuple[str, torch.dtype], Literal["gram", "torch", "scipy"]] 
     ("cuda", torch.float32): "gram",
     ("cuda", torch.float64): "torch",
 }
+# Largest n = min(out, in) whose float32 singular values (no vectors) take the Gram route, per
+# device type (None: no limit). Measured crossover on the CPU, see _VALUES_ROUTE.
+_GRAM_VALUES_MAX_N: dict[str, int | None] = {"cpu": 2304, "cuda": None}
 # Rows of ΔW widened to float64 at a time when forming the Gram matrix (bounds the extra
 # memory to GRAM_BLOCK_ROWS × n float64 plus the n × n Gram matrix, n = min(out, in)).
 GRAM_BLOCK_ROWS = 1024
@@ -193,6 +201,9 @@ def _svd_top_gram(a: torch.Tensor, k: int) -> SVDResult | None:
 def _svdvals(a: torch.Tensor, backend: Backend) -> torch.Tensor:
     """Singular values of a finite 2-D tensor, descending, on a's device and dtype."""
     pick = _VALUES_ROUTE[(a.device.type, a.dtype)] if backend == "auto" else backend
+    limit = _GRAM_VALUES_MAX_N.get(a.device.type)
+    if backend == "auto" and pick == "gram" and limit is not None and min(a.shape) > limit:
+        pick = "torch"  # measured: gesdd is faster at this size
     if pick == "gram" and a.dtype == torch.float64:
         pick = "torch"  # float64 input: the Gram matrix would lose half its digits
     try:
@@ -241,13 +252,14 @@ def svd_dense(
     """Exact SVD of a dense (out, in) matrix.
 
     With ``vectors == 0`` only the singular values are computed, by the route measured
-    fastest for the device and dtype (``_VALUES_ROUTE``): on the CPU, float32 ΔW goes
-    through the float64 Gram matrix (faster and more accurate than float32 gesdd, see
-    ``_svdvals_gram``), float64 through LAPACK gesdd (jobz='N'). With ``vectors > 0`` the
-    top ``vectors`` singular vectors are kept too: for float32 on the Gram route from the
-    float64 Gram matrix's eigenvectors (``_svd_top_gram``: 1.5-1.75x faster than float32
-    gesdd with vectors, and float64-accurate) while σ_k ≥ 1e-3·σ_1, otherwise from a thin
-    SVD (gesdd; gesvd on CUDA).
+    fastest for the device, dtype and size (``_VALUES_ROUTE``): float32 ΔW goes through the
+    float64 Gram matrix (faster and more accurate than float32 gesdd, see ``_svdvals_gram``)
+    on CUDA, and on the CPU up to min(out, in) = 2304; larger float32 and all float64 ΔW
+    through LAPACK gesdd (jobz='N'; gesvd on CUDA). With ``vectors > 0`` the top ``vectors``
+    singular vectors are kept too: for float32 from the float64 Gram matrix's eigenvectors
+    (``_svd_top_gram``: 1.3-1.75x faster than float32 gesdd with vectors on the CPU, and
+    float64-accurate) while σ_k ≥ 1e-3·σ_1, otherwise from a thin SVD (gesdd; gesvd on
+    CUDA).
 
     Args:
         matrix: (out, in) ΔW; widened to float32 (float64 stays float64) before computing.

@@ -61,6 +61,7 @@ def row(name: str, slow: float, fast: float, slow_name: str, fast_name: str) -> 
 
 
 ROUTES = ("scipy", "torch", "gram")  # svd_dense backends; the obvious baseline is svdvals(a)
+# ``spectra`` in the output is svd_dense's own pick (backend="auto") for that shape
 
 
 def dense_routes(shape: tuple[int, int], dtype: torch.dtype, repeats: int) -> list[str]:
@@ -73,6 +74,7 @@ def dense_routes(shape: tuple[int, int], dtype: torch.dtype, repeats: int) -> li
         for r in ROUTES
         if r != "gram" or dtype == torch.float32
     }
+    calls["spectra"] = lambda: svd_dense(a)[0]  # the route it picks (auto)
     times = dict.fromkeys(calls, float("inf"))
     for _ in range(repeats):  # interleaved, so a burst of load hits all alike
         for name, fn in calls.items():
@@ -115,6 +117,8 @@ def main() -> None:
     with threadpool_limits(limits=ARGS.threads):
         for shape, dtype, reps in [
             ((1024, 1024), torch.float32, 3),
+            ((2048, 2048), torch.float32, 2),
+            ((4096, 4096), torch.float32, 1),  # above the CPU's Gram limit: auto = gesdd
             ((2048, 5504), torch.float32, 2),
             ((5504, 2048), torch.float32, 2),
             ((1024, 1024), torch.float64, 3),

@@ -243,3 +243,23 @@ def test_gram_vectors_fall_back_below_the_ratio(with_spectrum):
     assert torch.allclose(u.T @ u, torch.eye(8), atol=1e-5)
     assert torch.allclose(v.T @ v, torch.eye(8), atol=1e-5)
     assert _rel_err(s[:5], torch.tensor(CHOSEN)) < 1e-6
+
+
+def test_auto_route_follows_the_measured_size_limit(with_spectrum, monkeypatch):
+    """float32 values take the Gram route up to the CPU's measured limit, gesdd above it;
+    forcing backend="gram" ignores the limit. Both give the chosen values."""
+    import spectra.engine.svd as svd_mod
+
+    calls: list[tuple[int, ...]] = []
+    real = svd_mod._svdvals_gram
+    monkeypatch.setattr(svd_mod, "_svdvals_gram", lambda a: calls.append(a.shape) or real(a))
+    monkeypatch.setitem(svd_mod._GRAM_VALUES_MAX_N, "cpu", 20)
+    small, big = (with_spectrum(CHOSEN, n + 5, n, seed=15)[0].float() for n in (20, 21))
+    expected = torch.tensor(CHOSEN)
+    for a, routed in ((small, [(25, 20)]), (big, [])):
+        calls.clear()
+        s = svd_dense(a)[0]
+        assert calls == routed and _rel_err(s[:5], expected) < 1e-5
+    calls.clear()
+    svd_dense(big, backend="gram")
+    assert calls == [(26, 21)]
