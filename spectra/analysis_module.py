@@ -6,8 +6,9 @@ This is what an executor (:mod:`spectra.parallel`) runs; it only needs a :class:
 (the opened inputs) and a module name, and returns plain JSON-able rows. At most one ΔW per
 checkpoint and one W0 are alive at a time, and each ΔW is released before the next is read.
 
-Singular vectors cost several times the values alone (a thin SVD versus gesdd with
-jobz='N'), so they are computed only when something uses them: φ and principal angles
+Singular vectors cost about twice the values alone or more (eigenvectors of the Gram matrix
+or a thin SVD, versus eigenvalues or gesdd with jobz='N'), so they are computed only when
+something uses them: φ and principal angles
 between two checkpoints that both have the module (``AnalysisOptions.similarity``). The
 measures against W0 decompose ΔW themselves (spectra.engine.against_base).
 """
