@@ -62,6 +62,8 @@ _GRAM_VALUES_MAX_N: dict[str, int | None] = {"cpu": 2304, "cuda": None}
 # Rows of ΔW widened to float64 at a time when forming the Gram matrix (bounds the extra
 # memory to GRAM_BLOCK_ROWS × n float64 plus the n × n Gram matrix, n = min(out, in)).
 GRAM_BLOCK_ROWS = 1024
+# Column panel width of the lower-triangle Gram product (256 and 512 measured alike).
+GRAM_PANEL = 256
 
 # (values (m,), U (out, k) or None, V (in, k) or None)
 SVDResult = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
@@ -153,17 +155,25 @@ def _svdvals_gram(a: torch.Tensor, block_rows: int = GRAM_BLOCK_ROWS) -> torch.T
     that are under the float32 input's own resolution. Negative eigenvalues (rounding of
     exact zeros) become 0.
     """
-    lam = torch.linalg.eigvalsh(_gram(_tall(a), block_rows))  # ascending
+    lam = torch.linalg.eigvalsh(_gram(_tall(a), block_rows), UPLO="L")  # ascending
     return lam.clamp_min_(0).sqrt_().flip(0).to(a.dtype)
 
 
 def _gram(x: torch.Tensor, block_rows: int = GRAM_BLOCK_ROWS) -> torch.Tensor:
-    """G = XᵀX (n, n) in float64 for X (N, n), widening ``block_rows`` rows at a time."""
+    """The lower triangle of G = XᵀX (n, n) in float64 for X (N, n).
+
+    Rows are widened ``block_rows`` at a time; within a block, column panels of
+    ``GRAM_PANEL`` fill G[panel, :panel end] only (diagonal blocks whole), about half the
+    flops of the full product (measured 1.4-1.5x faster). The strict upper triangle beyond
+    the diagonal blocks stays 0: use it only with UPLO="L" (syevd reads the lower triangle).
+    """
     n = x.shape[1]
     gram = torch.zeros(n, n, dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], block_rows):
         block = x[start : start + block_rows].to(torch.float64)
-        gram.addmm_(block.T, block)
+        for p in range(0, n, GRAM_PANEL):
+            end = min(p + GRAM_PANEL, n)
+            gram[p:end, :end].addmm_(block[:, p:end].T, block[:, :end])
     return gram
 
 
@@ -185,7 +195,7 @@ def _svd_top_gram(a: torch.Tensor, k: int) -> SVDResult | None:
     """
     wide = a.shape[0] < a.shape[1]
     x = _tall(a)
-    lam, vecs = torch.linalg.eigh(_gram(x))  # ascending
+    lam, vecs = torch.linalg.eigh(_gram(x), UPLO="L")  # ascending
     s = lam.clamp_min(0).sqrt().flip(0)  # (n,) descending, float64
     if not float(s[k - 1]) >= GRAM_VECTORS_MIN_RATIO * float(s[0]) > 0.0:
         return None

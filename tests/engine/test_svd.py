@@ -263,3 +263,14 @@ def test_auto_route_follows_the_measured_size_limit(with_spectrum, monkeypatch):
     calls.clear()
     svd_dense(big, backend="gram")
     assert calls == [(26, 21)]
+
+
+def test_gram_lower_triangle_is_the_float64_product(with_spectrum):
+    """The panelled Gram build fills exactly the lower triangle of XᵀX (panel edges included)."""
+    from spectra.engine.svd import GRAM_PANEL, _gram
+
+    n = GRAM_PANEL + 37  # two panels, the second partial
+    x = with_spectrum([3.0, 2.0, 1.0], 3 * n, n, seed=16)[0].float()
+    ref = x.double().T @ x.double()
+    got = _gram(x, block_rows=100)
+    assert torch.allclose(torch.tril(got), torch.tril(ref), rtol=0, atol=1e-12)
