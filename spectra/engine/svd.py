@@ -46,7 +46,7 @@ Backend = Literal["auto", "gram", "torch", "scipy"]
 # torch's default cuSOLVER driver is not accurate enough: max |Δσ|/σ₁ = 4.8e-4 in float32 (and
 # singular vectors orthonormal only to 1e-3). The QR-iteration driver gesvd is accurate (6e-8)
 # and 1.4-1.7x faster, so "torch" means driver="gesvd" on CUDA (see _cuda_driver). The float64
-# Gram route is 8.7-9.2x faster than the default and 5x faster than gesvd (error 3e-8), so it
+# Gram route is 8.7-9.3x faster than the default and 5-7x faster than gesvd (error 3e-8), so it
 # is the CUDA route for float32 too. It leans on float64 throughput: on a GPU with weak
 # float64 (most consumer cards) pass backend="torch".
 # Rerun the benchmarks on a new platform before changing this.
