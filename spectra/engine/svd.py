@@ -47,8 +47,8 @@ Backend = Literal["auto", "gram", "torch", "scipy"]
 # singular vectors orthonormal only to 1e-3). The QR-iteration driver gesvd is accurate (6e-8)
 # and 1.4-1.7x faster, so "torch" means driver="gesvd" on CUDA (see _cuda_driver). The float64
 # Gram route is 8.7-9.3x faster than the default and 5-7x faster than gesvd (error 3e-8), so it
-# is the CUDA route for float32 too. It leans on float64 throughput: on a GPU with weak
-# float64 (most consumer cards) pass backend="torch".
+# is the CUDA route for float32 too, on GPUs with full-rate float64 (FULL_RATE_FLOAT64); the
+# others (consumer cards, float64 at 1/32-1/64 rate) keep gesvd.
 # Rerun the benchmarks on a new platform before changing this.
 _VALUES_ROUTE: dict[tuple[str, torch.dtype], Literal["gram", "torch", "scipy"]] = {
     ("cpu", torch.float32): "gram",
@@ -208,14 +208,33 @@ def _svd_top_gram(a: torch.Tensor, k: int) -> SVDResult | None:
     return s.to(a.dtype), left.to(a.dtype), right.to(a.dtype)
 
 
-def _svdvals(a: torch.Tensor, backend: Backend) -> torch.Tensor:
-    """Singular values of a finite 2-D tensor, descending, on a's device and dtype."""
-    pick = _VALUES_ROUTE[(a.device.type, a.dtype)] if backend == "auto" else backend
-    limit = _GRAM_VALUES_MAX_N.get(a.device.type)
-    if backend == "auto" and pick == "gram" and limit is not None and min(a.shape) > limit:
-        pick = "torch"  # measured: gesdd is faster at this size
+# CUDA compute capabilities whose float64 runs at half the float32 rate: the data-centre parts
+# (P100, V100, A100, H100/H200, B100/B200). Consumer cards run float64 at 1/32-1/64 of it, where
+# the float64 Gram route would lose to gesvd, so they keep gesvd.
+FULL_RATE_FLOAT64 = frozenset({(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)})
+
+
+def _route(a: torch.Tensor, backend: Backend, *, vectors: bool) -> str:
+    """The route for ``a``: ``backend`` if forced, else the measured pick (``_VALUES_ROUTE``)
+    with its size limit (values only) and the GPU's float64 rate; never "gram" for float64."""
+    pick: str = backend
+    if backend == "auto":
+        pick = _VALUES_ROUTE[(a.device.type, a.dtype)]
+        limit = _GRAM_VALUES_MAX_N.get(a.device.type)
+        if not vectors and limit is not None and min(a.shape) > limit:
+            pick = "torch"  # measured: gesdd is faster at this size
+        if a.device.type == "cuda" and torch.cuda.get_device_capability(a.device) not in (
+            FULL_RATE_FLOAT64
+        ):
+            pick = "torch"
     if pick == "gram" and a.dtype == torch.float64:
         pick = "torch"  # float64 input: the Gram matrix would lose half its digits
+    return pick
+
+
+def _svdvals(a: torch.Tensor, backend: Backend) -> torch.Tensor:
+    """Singular values of a finite 2-D tensor, descending, on a's device and dtype."""
+    pick = _route(a, backend, vectors=False)
     try:
         if pick == "gram":
             return _svdvals_gram(a)
@@ -297,8 +316,7 @@ def svd_dense(
     if vectors <= 0:
         return _svdvals(a, backend).cpu(), None, None
     k = min(vectors, m)
-    pick = _VALUES_ROUTE[(a.device.type, a.dtype)] if backend == "auto" else backend
-    if pick == "gram" and a.dtype == torch.float32:
+    if _route(a, backend, vectors=True) == "gram":
         with contextlib.suppress(torch.linalg.LinAlgError):  # syevd failed: gesdd below
             top = _svd_top_gram(a, k)
             if top is not None:

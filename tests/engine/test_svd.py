@@ -274,3 +274,23 @@ def test_gram_lower_triangle_is_the_float64_product(with_spectrum):
     ref = x.double().T @ x.double()
     got = _gram(x, block_rows=100)
     assert torch.allclose(torch.tril(got), torch.tril(ref), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("capability", "route"),
+    [((9, 0), "gram"), ((8, 0), "gram"), ((8, 6), "torch"), ((8, 9), "torch"), ((12, 0), "torch")],
+)
+def test_cuda_route_needs_full_rate_float64(monkeypatch, capability, route):
+    """On CUDA the float64 Gram route is picked only for GPUs with full-rate float64
+    (measured on an H200); consumer cards keep cuSOLVER gesvd. Float64 ΔW never takes it."""
+    from types import SimpleNamespace
+
+    from spectra.engine.svd import _route
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    fake = SimpleNamespace(device=torch.device("cuda:0"), dtype=torch.float32, shape=(5000, 5000))
+    assert _route(fake, "auto", vectors=False) == route  # no size limit on CUDA
+    assert _route(fake, "auto", vectors=True) == route
+    fake64 = SimpleNamespace(device=torch.device("cuda:0"), dtype=torch.float64, shape=(50, 50))
+    assert _route(fake64, "auto", vectors=False) == "torch"
+    assert _route(fake, "torch", vectors=False) == "torch"  # a forced backend is kept
