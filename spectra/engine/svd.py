@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import scipy.linalg
 import torch
 
 from spectra.engine.device import resolve_device
@@ -136,6 +135,8 @@ def _tall(a: torch.Tensor) -> torch.Tensor:
 
 
 def _svdvals_scipy(a: torch.Tensor, driver: str = "gesdd") -> torch.Tensor:
+    import scipy.linalg  # here, not at the top: it costs 0.2 s of start-up, used only here
+
     # The copy is what gesdd overwrites (overwrite_a), never the caller's tensor.
     work = np.array(_tall(a).numpy(), order="F", copy=True)
     s = scipy.linalg.svd(
@@ -258,6 +259,8 @@ def _svd_top(a: torch.Tensor, k: int) -> SVDResult:
     try:
         u, s, vh = torch.linalg.svd(x, full_matrices=False, driver=_cuda_driver(x))
     except torch.linalg.LinAlgError:
+        import scipy.linalg
+
         u_np, s_np, vh_np = scipy.linalg.svd(
             x.cpu().numpy(), full_matrices=False, lapack_driver="gesvd", check_finite=False
         )
