@@ -73,7 +73,11 @@ PowerIters = Annotated[
 Workers = Annotated[
     int,
     typer.Option(
-        "--workers", "-w", help="Modules in parallel: N worker processes (threads = cores // N)."
+        "--workers",
+        "-w",
+        help="Modules in parallel: N worker processes (threads = cores // N). Same JSON as a "
+        "serial run with the same --threads; otherwise equal to the last float32 bit or so "
+        "(LAPACK rounds differently per thread count).",
     ),
 ]
 Executor = Annotated[
