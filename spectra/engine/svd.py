@@ -28,14 +28,15 @@ Backend = Literal["auto", "gram", "torch", "scipy"]
 # Measured with tests/benchmarks/bench_engine.py (section c) on the project's 2-core CPU:
 #
 # * "gram": eigenvalues of the float64 Gram matrix (see _svdvals_gram). For float32 ΔW with
-#   n = min(out, in) up to 2304 it is 1.25-1.55x faster than float32 gesdd (1536² 0.23 vs
-#   0.29 s, 2048² 0.45 vs 0.69 s, 2304² 0.60 vs 0.92 s, 8000 x 2048 0.82 vs 1.07 s, 2 threads)
-#   and 30-100x more accurate (float64 arithmetic). Above that MKL's sgesdd switches to a
-#   faster algorithm and wins (2560² 0.77 vs 0.66 s, 4096² 2.45 vs 1.85 s, 11008 x 2560 1.59
-#   vs 1.44 s), so larger float32 values go through gesdd (_GRAM_VALUES_MAX_N). With vectors
-#   the Gram route wins at every size measured (1.3-1.4x up to 4096², see svd_dense). For
-#   float64 ΔW it would square the condition number of a computation already in float64, so
-#   float64 keeps gesdd.
+#   n = min(out, in) up to 2304 it is 1.3-1.7x faster than float32 gesdd (1024² 73 vs 101 ms,
+#   2048² 0.41 vs 0.67 s, 2304² 0.55 vs 0.93 s, 2 threads; 5x on 2048 x 5504, which gesdd
+#   only gets to 3x by taking the tall orientation) and 30-100x more accurate (float64
+#   arithmetic). Above that MKL's sgesdd switches to a faster algorithm and wins (2560² 0.70
+#   vs 0.64 s, 3072² 1.09 vs 1.04 s, 4096² 2.38 vs 1.82 s), so larger float32 values go
+#   through gesdd (_GRAM_VALUES_MAX_N). With vectors (a top k < min(out, in)) the Gram route
+#   wins at every size measured (1.3-1.75x up to 4096², see svd_dense). For float64 ΔW it
+#   would square the condition number of a computation already in float64, so float64 keeps
+#   gesdd.
 # * "torch": LAPACK gesdd (jobz='N') through torch (MKL), always on the tall orientation:
 #   on a wide matrix torch's gesdd is 2.7-3x slower than on its transpose (same values).
 # * "scipy": gesdd through scipy (OpenBLAS): ties torch at 1 thread on square matrices, loses
@@ -319,7 +320,10 @@ def svd_dense(
     if vectors <= 0:
         return _svdvals(a, backend).cpu(), None, None
     k = min(vectors, m)
-    if _route(a, backend, vectors=True) == "gram":
+    # The Gram route serves a top-k (k < m): a whole basis (W0's left vectors for the base
+    # metrics) needs σ_m ≥ 1e-3·σ_1 too, which weights rarely meet, so it would be computed
+    # and then thrown away for gesdd.
+    if k < m and _route(a, backend, vectors=True) == "gram":
         with contextlib.suppress(torch.linalg.LinAlgError):  # syevd failed: gesdd below
             top = _svd_top_gram(a, k)
             if top is not None:

@@ -1,9 +1,10 @@
 """Deterministic small products: run a block of torch work on one thread.
 
 BLAS splits a product's sums differently for each thread count, so the same product at 1 and
-at 2 threads can differ in the last bits. The engine runs its cheap thin products (a basis
-times a few vectors, φ's k × k cross products) on one thread, so a serial run and a
-``--workers`` run (whose processes get fewer threads each) give the same numbers.
+at 2 threads can differ in the last bits. The subspace measures (φ's and the principal
+angles' k × k cross products of thin bases, d·k² flops) run on one thread, so given the same
+bases a serial run and a ``--workers`` run (whose processes get fewer threads each) give the
+same numbers.
 """
 
 from __future__ import annotations

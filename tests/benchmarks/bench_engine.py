@@ -15,10 +15,10 @@ Times are the best of several repeats (one repeat for the 4096² dense SVDs).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from collections.abc import Callable
+
+from _bench import best_time, pin_threads  # this folder (scripts run from here)
 
 
 def _parse() -> argparse.Namespace:
@@ -31,8 +31,7 @@ def _parse() -> argparse.Namespace:
 
 
 ARGS = _parse()
-for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
+pin_threads(ARGS.threads)
 
 import torch  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -41,16 +40,6 @@ from spectra.engine.subspace import phi_grid, phi_grid_loop  # noqa: E402
 from spectra.engine.svd import svd_dense, svd_factored  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls, seconds."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def row(name: str, slow: float, fast: float, slow_name: str, fast_name: str) -> str:

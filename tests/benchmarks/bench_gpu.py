@@ -28,9 +28,10 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _bench import best_time, pin_threads  # this folder (scripts run from here)
 
 
 def _parse() -> argparse.Namespace:
@@ -46,8 +47,7 @@ def _parse() -> argparse.Namespace:
 
 
 ARGS = _parse()
-for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
+pin_threads(ARGS.threads)
 
 import torch  # noqa: E402
 
@@ -56,17 +56,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def timed(fn: Callable[[], object], cuda: bool, repeats: int = 2) -> float:
-    """Best wall time of ``repeats`` calls, synchronizing the GPU around each."""
-    best = float("inf")
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    """Best wall time of ``repeats`` calls, synchronizing the GPU around each when ``cuda``."""
+    return best_time(fn, repeats, sync=torch.cuda.synchronize if cuda else None)
 
 
 def synthetic() -> Path:

@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from _bench import best_time, pin_threads  # this folder (scripts run from here)
+
 SECTIONS = ("e2e", "memory", "workers", "randomized", "weightwatcher", "big")
 
 
@@ -64,8 +66,7 @@ def _parse() -> argparse.Namespace:
 
 
 ARGS = _parse()
-for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
+pin_threads(ARGS.threads)
 
 import torch  # noqa: E402
 
@@ -145,15 +146,6 @@ def synthetic(
     return out
 
 
-def best(fn, repeats: int = 2) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def header(title: str) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -183,9 +175,11 @@ def bench_e2e() -> None:
         opts = AnalysisOptions(against_base=False, modules=f"^{re.escape(info.module)}$")
         gesdd = gram = e2e = float("inf")
         for _ in range(2):
-            gesdd = min(gesdd, best(lambda x=tall: torch.linalg.svdvals(x), 1))
-            gram = min(gram, best(lambda x=delta: _svdvals_gram(x), 1))
-            e2e = min(e2e, best(lambda o=opts: analyze(d / "base", [d / "full"], options=o), 1))
+            gesdd = min(gesdd, best_time(lambda x=tall: torch.linalg.svdvals(x), 1))
+            gram = min(gram, best_time(lambda x=delta: _svdvals_gram(x), 1))
+            e2e = min(
+                e2e, best_time(lambda o=opts: analyze(d / "base", [d / "full"], options=o), 1)
+            )
         t_gesdd, t_gram, t_e2e = t_gesdd + gesdd, t_gram + gram, t_e2e + e2e
     print(f"{len(reader.modules())} dense ΔW, largest {max(m.shape for m in reader.modules())}")
     print(f"bare LAPACK gesdd (svdvals, tall) {t_gesdd:8.2f} s   bare float64 Gram + syevd "
@@ -307,8 +301,8 @@ def bench_randomized() -> None:
     }
     print(f"{'matrix':<44} {'exact s':>8} {'rand s':>8} {'speed-up':>9} {'max rel err top-k':>18}")
     for label, a in cases.items():
-        t_ex = best(lambda a=a: torch.linalg.svdvals(a), 1)
-        t_rd = best(lambda a=a: randomized_svd(a, k), 2)
+        t_ex = best_time(lambda a=a: torch.linalg.svdvals(a), 1)
+        t_rd = best_time(lambda a=a: randomized_svd(a, k), 2)
         exact = torch.linalg.svdvals(a.double())[:k]
         err = float(((randomized_svd(a, k)[0].double() - exact).abs() / exact).max())
         print(f"{label:<44} {t_ex:>8.2f} {t_rd:>8.3f} {t_ex / t_rd:>8.0f}x {err:>18.1e}")

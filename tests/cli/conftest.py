@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
+
+from tests.files import tree_hash  # noqa: F401  (re-exported)
+from tests.models import tiny_bert
 
 TARGETS = ("query", "value")
 
@@ -22,18 +24,8 @@ class Ckpts:
 
 
 def _tiny_bert():
-    from transformers import BertConfig, BertModel
-
-    cfg = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=16,
-    )
     torch.manual_seed(0)
-    return BertModel(cfg, add_pooling_layer=False)
+    return tiny_bert(hidden=32, intermediate=64, pooling=False)
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -83,16 +75,6 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> Ckpts:
         root / "lora",
         root / "multilora.safetensors",
     )
-
-
-def tree_hash(path: Path) -> str:
-    """Hash of every file under path (or the file itself): inputs must never change."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        h.update(str(f.relative_to(path.parent)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 @dataclass

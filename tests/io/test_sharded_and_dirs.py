@@ -13,20 +13,7 @@ from spectra.errors import FileFormatError
 from spectra.io import open_tensors
 from spectra.io.containers import _open_file
 from spectra.io.sharded import ShardedCheckpoint
-
-
-def _tiny_bert():
-    from transformers import BertConfig, BertModel
-
-    cfg = BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-    )
-    return BertModel(cfg)
+from tests.models import tiny_bert
 
 
 def _shards(n: int = 3) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -121,7 +108,7 @@ def test_bad_index_json(tmp_path: Path) -> None:
 
 
 def test_transformers_sharded_and_single_directories(tmp_path: Path) -> None:
-    model = _tiny_bert()
+    model = tiny_bert()
     expected = model.state_dict()
     model.save_pretrained(tmp_path / "sharded", max_shard_size="10KB")
     model.save_pretrained(tmp_path / "single")

@@ -24,6 +24,7 @@ from spectra.loaders.full import FullReader
 from spectra.loaders.multilora import MultiLoRAReader
 from spectra.loaders.peft import PeftLoraReader
 from spectra.multilora.format import MultiLoRAFileConfig, write_multilora
+from tests.models import tiny_bert
 
 
 class Toy(nn.Module):
@@ -73,16 +74,7 @@ def test_full_file_and_hf_dir(tmp_path: Path) -> None:
     assert detect_kind(tmp_path / "w.safetensors") == "full"
     torch.save(Toy().state_dict(), tmp_path / "w.pt")
     assert detect_kind(tmp_path / "w.pt") == "full"
-    from transformers import BertConfig, BertModel
-
-    cfg = BertConfig(
-        vocab_size=30,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=8,
-    )
-    BertModel(cfg).save_pretrained(str(tmp_path / "hf"))
+    tiny_bert(vocab=30, hidden=8, layers=1, intermediate=8).save_pretrained(str(tmp_path / "hf"))
     assert detect_kind(tmp_path / "hf") == "full"
 
 

@@ -13,22 +13,10 @@ from spectra.errors import AmbiguousInputError, CheckpointMismatchError
 from spectra.io import open_tensors
 from spectra.loaders.base import LoadOptions
 from spectra.loaders.full import FullReader
+from tests.models import tiny_bert_config
 
 F32 = LoadOptions()
 F64 = LoadOptions(dtype=torch.float64)
-
-
-def _config():
-    from transformers import BertConfig
-
-    return BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +25,7 @@ def bert_pair(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor], dict[str
     from transformers import BertModel
 
     torch.manual_seed(1)
-    base = BertModel(_config())
+    base = BertModel(tiny_bert_config())
     base_dir = tmp_path_factory.mktemp("base")
     base.save_pretrained(base_dir)
     base_sd = {k: v.detach().clone() for k, v in base.state_dict().items()}
@@ -80,7 +68,7 @@ def _write_tuned(container: str, tuned_sd: dict[str, torch.Tensor], tmp: Path) -
         return tmp / "tuned.pt"
     if container == "sharded_bin":
         return _save_sharded_bin(tuned_sd, tmp / "tuned_bin")
-    model = BertModel(_config())
+    model = BertModel(tiny_bert_config())
     model.load_state_dict(tuned_sd)
     if container == "sharded_safetensors":
         model.save_pretrained(tmp / "tuned_sharded", max_shard_size="10KB")
@@ -159,7 +147,7 @@ def test_head_model_aligned_to_backbone_by_prefix(bert_pair, tmp_path: Path) -> 
     from transformers import BertForSequenceClassification
 
     base_dir, base_sd, _ = bert_pair
-    clf = BertForSequenceClassification(_config())
+    clf = BertForSequenceClassification(tiny_bert_config())
     clf.bert.load_state_dict(base_sd)
     with torch.no_grad():
         clf.bert.encoder.layer[1].attention.self.query.weight.add_(0.5)

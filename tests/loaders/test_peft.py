@@ -25,45 +25,16 @@ from spectra.io import MissingTensorError, open_tensors
 from spectra.loaders import LoadOptions
 from spectra.loaders.lora_scaling import lora_scaling, pattern_value
 from spectra.loaders.peft import PeftLoraReader
+from tests.loaders.conftest import Toy, make_peft_adapter, randomize_adapter
+from tests.models import tiny_bert
 
 RTOL32 = 1e-5  # float32: PEFT merges in float32, spectra multiplies s into B first
 RTOL64 = 1e-12
 
 
-class Toy(nn.Module):
-    """Linear, embedding and conv layers, small enough for exact checks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(12, 6)
-        self.lin1 = nn.Linear(6, 5)
-        self.lin2 = nn.Linear(5, 7)
-        self.conv = nn.Conv2d(3, 4, 3)
-
-
-def _randomize_b(model: nn.Module, seed: int = 1) -> None:
-    """lora_B (lora_embedding_A for embeddings, lora_B.bias) start at zero: give every LoRA
-    parameter seeded normals."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
-
-
 def _adapter(model: nn.Module, config: LoraConfig, out: Path) -> dict[str, torch.Tensor]:
-    """Wrap ``model`` with real PEFT, randomize B, save to ``out``; return ΔW oracles by module:
-    merge_and_unload() weight − base weight, both as stored."""
-    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    peft_model = get_peft_model(model, config)
-    _randomize_b(peft_model)
-    peft_model.save_pretrained(str(out))
-    merged = peft_model.merge_and_unload().state_dict()
-    return {
-        k.removesuffix(".weight"): merged[k] - base[k]
-        for k in base
-        if k.endswith(".weight") and not torch.equal(merged[k], base[k])
-    }
+    """Real PEFT adapter of ``model`` saved to ``out``; ΔW oracles by module (PEFT's merge)."""
+    return make_peft_adapter(model, config, out).oracle
 
 
 def _check(reader: PeftLoraReader, oracle: dict[str, torch.Tensor], rtol: float) -> None:
@@ -170,7 +141,7 @@ def test_bin_weights_file(tmp_path: Path) -> None:
     model = Toy()
     model.load_state_dict(base)
     peft_model = get_peft_model(model, config)
-    _randomize_b(peft_model)
+    randomize_adapter(peft_model)
     peft_model.save_pretrained(str(tmp_path / "a"), safe_serialization=False)
     want = peft_model.merge_and_unload().state_dict()["lin2.weight"] - base["lin2.weight"]
     assert (tmp_path / "a" / "adapter_model.bin").is_file()
@@ -200,20 +171,6 @@ def test_rslora(tmp_path: Path) -> None:
     assert torch.allclose(reader.update("lin1").left, 3.0 * b, rtol=1e-15, atol=0)
 
 
-def _tiny_bert() -> nn.Module:
-    from transformers import BertConfig, BertModel
-
-    cfg = BertConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=24,
-        max_position_embeddings=16,
-    )
-    return BertModel(cfg)
-
-
 def test_rank_and_alpha_patterns(tmp_path: Path) -> None:
     config = LoraConfig(
         r=2,
@@ -222,7 +179,7 @@ def test_rank_and_alpha_patterns(tmp_path: Path) -> None:
         rank_pattern={"layer.0.attention.self.query": 5, "query": 3},
         alpha_pattern={"value": 12},
     )
-    oracle = _adapter(_tiny_bert(), config, tmp_path / "a")
+    oracle = _adapter(tiny_bert(vocab=40, intermediate=24), config, tmp_path / "a")
     reader = PeftLoraReader(tmp_path / "a")
     _check(reader, oracle, RTOL32)
     ranks = {m.module: (m.rank, m.detail["alpha"]) for m in reader.modules()}

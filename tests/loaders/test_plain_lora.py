@@ -20,6 +20,7 @@ from spectra.io import open_tensors
 from spectra.loaders import LoadOptions, detect_kind, open_checkpoint, write_lora_state_dict
 from spectra.loaders.plain_lora import PlainLoraReader
 from tests.loaders.conftest import Toy, make_peft_adapter, randomize_adapter, relative_error
+from tests.models import tiny_bert
 
 F64 = LoadOptions(dtype=torch.float64)
 TARGETS = ["lin1", "lin2", "emb", "conv"]
@@ -196,12 +197,8 @@ def test_two_adapters_in_one_state_dict_are_refused(tmp_path: Path) -> None:
 
 
 def _tiny_bert():
-    from transformers import BertConfig, BertModel
-
-    cfg = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=8)  # fmt: skip
     torch.manual_seed(0)
-    return BertModel(cfg, add_pooling_layer=False)
+    return tiny_bert(vocab=40, layers=1, positions=8, pooling=False)
 
 
 def test_readme_compare_torch_files_verbatim(tmp_path: Path, run_cli, monkeypatch) -> None:

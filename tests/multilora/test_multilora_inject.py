@@ -18,19 +18,12 @@ from spectra.multilora import (
     multilora_state_dict,
     unmerge_multilora,
 )
+from tests.models import tiny_bert
 
 
 def _tiny_bert() -> nn.Module:
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
-    return transformers.BertModel(config).eval()
+    pytest.importorskip("transformers")
+    return tiny_bert(positions=32).eval()
 
 
 def _seq() -> nn.Sequential:

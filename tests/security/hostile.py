@@ -6,7 +6,6 @@ milliseconds, so each broken file can go through every command that reads checkp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -19,6 +18,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
+
+from tests.files import tree_hash  # noqa: F401  (re-exported)
 
 OUT, IN, R = 8, 6, 2  # every adapted matrix is OUT × IN; LoRA rank R
 MODULES = tuple(f"layers.{i}.{t}" for i in range(2) for t in ("q", "v"))
@@ -218,18 +219,6 @@ def pickle_is_live(payload: Any, marker: Path) -> bool:
 
 
 # --------------------------------------------------------------------------- the CLI contract
-
-
-def tree_hash(path: Path) -> str:
-    """SHA-256 over every file under ``path`` (names and bytes); '' when it does not exist."""
-    if not path.exists():
-        return ""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        h.update(str(f.relative_to(path.parent)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def command_args(command: str, base: Path, ckpt: Path, out: Path) -> list[str]:

@@ -1,0 +1,36 @@
+"""Tiny real Hugging Face models for the tests (built offline from a config, never downloaded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+
+def tiny_bert_config(
+    *,
+    vocab: int = 50,
+    hidden: int = 16,
+    layers: int = 2,
+    intermediate: int = 32,
+    positions: int = 16,
+    heads: int = 2,
+) -> Any:
+    """A ``transformers.BertConfig`` small enough that every test can build and save it."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=positions,
+    )
+
+
+def tiny_bert(*, pooling: bool = True, **sizes: int) -> nn.Module:
+    """A freshly initialised ``transformers.BertModel`` of :func:`tiny_bert_config` sizes."""
+    from transformers import BertModel
+
+    return BertModel(tiny_bert_config(**sizes), add_pooling_layer=pooling)
