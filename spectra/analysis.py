@@ -8,8 +8,8 @@ checkpoint the exact spectrum and the dominance metrics, the similarity of every
 methods' top-k singular subspaces, and, with the base weight at hand, the amplification factor
 and intruder dimensions. Modules are processed one at a time per worker and every ΔW is
 released after use, so memory does not grow with the number of modules. The result is a
-JSON-able dict (schema in the README, section "JSON output"), which is also what
-``spectra compare --json`` writes and what the plotters, the report and ``diagnose`` read; it
+JSON-able dict (defined in :mod:`spectra.result_types`, reference page docs/json.md), which
+is also what ``spectra compare --json`` writes and what the plotters, the report and ``diagnose`` read; it
 is the same, byte for byte once dumped, whichever executor ran it (at equal thread counts per
 SVD: LAPACK's results can depend on its thread count in the last bits).
 """
@@ -20,9 +20,9 @@ import math
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -31,30 +31,47 @@ from spectra.analysis_module import (
     Input,
     ModuleContext,
     Rows,
+    SimilarityRows,
     analyze_module,
     jsonable,
     module_cost,
     module_layer,
 )
-from spectra.engine.device import resolve_device
+from spectra.engine.device import compute_dtype_named, resolve_device
+from spectra.engine.intruder_policy import (
+    INTRUDER_MODES,
+    IntruderMode,
+    IntruderPlan,
+    plan_intruders,
+)
 from spectra.engine.randomized import DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERS
 from spectra.errors import OptionError
+from spectra.inputs import AnalysisInputs, default_labels, open_selected
 from spectra.io.source import TensorSource
-from spectra.loaders import LoadOptions, open_checkpoint, open_tensors
+from spectra.io.stream import release_staging
+from spectra.layout import natural_key
+from spectra.loaders import open_tensors
 from spectra.loaders.base import CheckpointReader
-from spectra.loaders.stream import release_staging
 from spectra.parallel import Executor
+from spectra.result_types import BaseRef, InputInfo, Result, Settings, Skipped
+from spectra.results import AnalysisResult
+from spectra.summary import summarize
 from spectra.update import Kind
 
 Progress = Callable[[int, int, str], None]
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _SVD_METHODS = ("exact", "randomized")
+# median ‖ΔW‖_F / ‖W0‖_F at or above which a "fine-tune" looks like a separately trained model:
+# unrelated weights of equal size differ by about √2 · ‖W0‖_F, fine-tunes by a small fraction.
+UNRELATED_THRESHOLD = 0.5
 
-# the public names of this module (module_layer is re-exported from analysis_module)
+# the public names of this module (module_layer is re-exported from analysis_module,
+# AnalysisInputs and default_labels from spectra.inputs)
 __all__ = [
+    "AnalysisInputs",
     "AnalysisOptions",
     "Progress",
     "analyze",
+    "analyze_inputs",
     "default_labels",
     "module_layer",
     "open_inputs",
@@ -71,10 +88,20 @@ class AnalysisOptions:
             grid is cut to the number of singular vectors both updates have (k in the output).
             With ``svd="randomized"`` also the number of singular values computed.
         modules: Regular expression; only module paths it matches (``re.search``) are analysed.
+        exclude: Regular expression; module paths it matches (``re.search``) are left out,
+            after ``modules`` has chosen (e.g. a resized embedding: ``exclude="embed"``).
         dtype: ``"float32"`` (default) or ``"float64"``; every operand is widened to it first.
         device: ``"cpu"`` (default) or ``"cuda"``/``"cuda:N"`` (refused when not present).
-        against_base: Compute the amplification factor and intruder dimensions against W0
-            (needs the base weights; costs two full SVDs of the weight per module).
+        against_base: Compute the measures against W0 (needs the base weights): relative
+            norms and amplification factor (a few passes over W0), and intruder dimensions
+            as ``intruders`` says.
+        intruders: ``"auto"`` (default): intruder dimensions only when their two full SVDs per
+            module are estimated cheap (:mod:`spectra.engine.intruder_policy`); ``"always"``;
+            ``"never"``.
+        cache: Read and store W0's left singular vectors in the user's cache folder
+            (:mod:`spectra.engine.cache`) so that later runs against the same base skip them.
+        unrelated_threshold: Warn that base and checkpoint look like separately trained models
+            when the median over modules of ‖ΔW‖_F / ‖W0‖_F is at least this.
         intruder_k: How many top singular vectors of W0 + ΔW are tested for intrusion.
         intruder_eps: A vector is an intruder when its max |cos| with W0's left singular
             vectors is below this.
@@ -91,9 +118,13 @@ class AnalysisOptions:
 
     top_k: int = 16
     modules: str | None = None
+    exclude: str | None = None
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "cpu"
     against_base: bool = True
+    intruders: IntruderMode = "auto"
+    cache: bool = True
+    unrelated_threshold: float = UNRELATED_THRESHOLD
     intruder_k: int = 10
     intruder_eps: float = 0.5
     similarity: bool = True
@@ -105,17 +136,25 @@ class AnalysisOptions:
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise OptionError(f"--top-k must be at least 1, got {self.top_k}")
-        if self.dtype not in _DTYPES:
-            raise OptionError(f"--dtype must be float32 or float64, got {self.dtype!r}")
-        if self.modules is not None:
-            try:
-                re.compile(self.modules)
-            except re.error as e:
-                raise OptionError(f"--modules {self.modules!r} is not a valid regex: {e}") from e
+        compute_dtype_named(self.dtype)
+        for flag, regex in (("--modules", self.modules), ("--exclude", self.exclude)):
+            if regex is not None:
+                try:
+                    re.compile(regex)
+                except re.error as e:
+                    raise OptionError(f"{flag} {regex!r} is not a valid regex: {e}") from e
         if not 0.0 < self.intruder_eps < 1.0:
             raise OptionError(f"--intruder-eps must be in (0, 1), got {self.intruder_eps}")
         if self.intruder_k < 1:
             raise OptionError(f"--intruder-k must be at least 1, got {self.intruder_k}")
+        if self.intruders not in INTRUDER_MODES:
+            raise OptionError(
+                f"intruders must be one of {', '.join(INTRUDER_MODES)}, got {self.intruders!r}"
+            )
+        if not (self.unrelated_threshold > 0.0 and math.isfinite(self.unrelated_threshold)):
+            raise OptionError(
+                f"--unrelated-threshold must be a positive number, got {self.unrelated_threshold}"
+            )
         if self.svd not in _SVD_METHODS:
             raise OptionError(f"--svd must be exact or randomized, got {self.svd!r}")
         if self.oversample < 0 or self.power_iters < 0:
@@ -124,106 +163,53 @@ class AnalysisOptions:
                 f"{self.power_iters}"
             )
 
+    def selects(self, module: str) -> bool:
+        """Whether ``module`` is analysed: ``modules`` finds it (or is None) and ``exclude``
+        does not (``re.search``)."""
+        if self.modules is not None and not re.search(self.modules, module):
+            return False
+        return self.exclude is None or not re.search(self.exclude, module)
+
     @property
     def torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]
-
-
-def default_labels(paths: Sequence[str | Path]) -> list[str]:
-    """Labels from file names (``lora/`` → ``lora``, ``full.safetensors`` → ``full``), made
-    unique by appending ``-2``, ``-3``, ..."""
-    labels: list[str] = []
-    for p in paths:
-        p = Path(p)
-        stem = p.name if p.is_dir() else p.stem
-        if stem in ("adapter_model", "adapter_config", "model", "pytorch_model"):
-            stem = p.parent.name or stem
-        label, i = stem, 2
-        while label in labels:
-            label, i = f"{stem}-{i}", i + 1
-        labels.append(label)
-    return labels
+        return compute_dtype_named(self.dtype)
 
 
 def open_inputs(
-    base: str | Path | None,
-    checkpoints: Sequence[str | Path],
-    *,
-    labels: Sequence[str] | None = None,
-    kinds: Sequence[Kind | None] | None = None,
-    options: AnalysisOptions = AnalysisOptions(),
-    lora_alpha: float | None = None,
-    lora_scale: float | None = None,
+    inputs: AnalysisInputs, options: AnalysisOptions = AnalysisOptions()
 ) -> tuple[TensorSource | None, list[Input]]:
-    """Open the base and every checkpoint (kind detected unless given). Nothing is computed."""
-    if labels is not None and len(labels) != len(checkpoints):
-        raise OptionError(
-            f"got {len(labels)} --label for {len(checkpoints)} checkpoints: give one per CKPT, in order"
-        )
-    labels = list(labels) if labels is not None else default_labels(checkpoints)
-    if len(set(labels)) != len(labels):
-        raise OptionError(f"labels must be unique, got {labels}")
-    kinds = list(kinds) if kinds is not None else [None] * len(checkpoints)
-    base_src = open_tensors(base) if base is not None else None
-    inputs = []
-    for label, path, kind in zip(labels, checkpoints, kinds, strict=True):
-        load = LoadOptions(
-            dtype=options.torch_dtype, kind=kind, lora_alpha=lora_alpha, lora_scale=lora_scale
-        )
-        reader = open_checkpoint(path, base=base_src, options=load)
-        inputs.append(Input(label=label, path=Path(path), reader=reader))
-    return base_src, inputs
+    """Open the base and every checkpoint of ``inputs`` (kind detected unless forced), reading
+    in ``options.dtype``. Nothing is computed."""
+    base_src = open_tensors(inputs.base) if inputs.base is not None else None
+    filtered = options.modules is not None or options.exclude is not None
+    selects = options.selects if filtered else None
+    opened = []
+    for i, (label, path) in enumerate(zip(inputs.labels, inputs.checkpoints, strict=True)):
+        load = inputs.load_options(i, options.torch_dtype)
+        reader = open_selected(path, base=base_src, load=load, selects=selects)
+        opened.append(Input(label=label, path=path, reader=reader))
+    return base_src, opened
 
 
 @dataclass(frozen=True)
 class _Plan:
     """What a worker needs to open the inputs itself (picklable; readers are not)."""
 
-    base: str | None
-    checkpoints: tuple[str, ...]
-    labels: tuple[str, ...]
-    kinds: tuple[Kind | None, ...]
+    inputs: AnalysisInputs
     options: AnalysisOptions
-    lora_alpha: float | None
-    lora_scale: float | None
 
     def open(self) -> ModuleContext:
-        return _open_context(
-            self.base,
-            self.checkpoints,
-            labels=self.labels,
-            kinds=self.kinds,
-            options=self.options,
-            lora_alpha=self.lora_alpha,
-            lora_scale=self.lora_scale,
-        )
+        return _open_context(self.inputs, self.options)
 
 
-def _open_context(
-    base: str | Path | None,
-    checkpoints: Sequence[str | Path],
-    *,
-    labels: Sequence[str] | None,
-    kinds: Sequence[Kind | None] | None,
-    options: AnalysisOptions,
-    lora_alpha: float | None,
-    lora_scale: float | None,
-) -> ModuleContext:
-    base_src, inputs = open_inputs(
-        base,
-        checkpoints,
-        labels=labels,
-        kinds=kinds,
-        options=options,
-        lora_alpha=lora_alpha,
-        lora_scale=lora_scale,
-    )
+def _open_context(inputs: AnalysisInputs, options: AnalysisOptions) -> ModuleContext:
+    base_src, opened = open_inputs(inputs, options)
     return ModuleContext(
         options=options,
         device=resolve_device(options.device),
         base=base_src,
-        inputs=inputs,
-        modules_of={i.label: {m.module for m in i.reader.modules()} for i in inputs},
+        inputs=opened,
+        modules_of={i.label: {m.module for m in i.reader.modules()} for i in opened},
     )
 
 
@@ -237,7 +223,7 @@ class _ModuleTask:
 _worker = threading.local()
 
 
-def _run_task(task: _ModuleTask) -> tuple[Rows, Rows]:
+def _run_task(task: _ModuleTask) -> tuple[Rows, SimilarityRows]:
     """The executor's work function: open the plan's inputs once per worker, do one module."""
     cached = getattr(_worker, "opened", None)
     if cached is None or cached[0] != task.plan:
@@ -253,90 +239,95 @@ def analyze(
     labels: Sequence[str] | None = None,
     kinds: Sequence[Kind | None] | None = None,
     options: AnalysisOptions = AnalysisOptions(),
-    lora_alpha: float | None = None,
-    lora_scale: float | None = None,
     progress: Progress | None = None,
     executor: Executor | None = None,
-) -> dict[str, Any]:
+) -> Result:
+    """:func:`analyze_inputs` of ``AnalysisInputs.of(base, checkpoints, labels, kinds)``: the
+    short form for files that need no load settings (α for LoRA files without it and the like
+    go in :class:`~spectra.inputs.AnalysisInputs`' ``load``)."""
+    inputs = AnalysisInputs.of(base, checkpoints, labels=labels, kinds=kinds)
+    return analyze_inputs(inputs, options, progress=progress, executor=executor)
+
+
+def analyze_inputs(
+    inputs: AnalysisInputs,
+    options: AnalysisOptions = AnalysisOptions(),
+    *,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> Result:
     """Spectra, metrics and pairwise subspace similarity of every module of every checkpoint.
 
     Args:
-        base: Base checkpoint (needed for full fine-tunes and for base-relative metrics).
-        checkpoints: Full fine-tuned checkpoints, LoRA adapters or MultiLoRA checkpoints.
-        labels: One name per checkpoint (default: from the file names).
-        kinds: Per checkpoint, a kind to force instead of detecting it (None = detect).
-        options: Analysis settings.
-        lora_alpha: α for LoRA files that do not store it.
-        lora_scale: Full scaling s for LoRA files that do not store α.
+        inputs: What to analyse: base (or None for adapters alone), checkpoints, labels,
+            forced kinds and load settings.
+        options: How to analyse them.
         progress: Called as ``progress(done, total, module)`` after each module.
         executor: Where modules run (:func:`spectra.parallel.make_executor`); None: here, one
             after the other. Other executors get the largest modules first and reopen the
             files in each worker; the result is the same.
 
     Returns:
-        The result dict (README, "JSON output"); JSON-serialisable, NaN written as None.
+        The result, shaped as :class:`spectra.result_types.Result` (reference in
+        ``docs/json.md``): a :class:`spectra.results.AnalysisResult`, i.e. a plain dict that a
+        notebook shows as its summary table; JSON-serialisable, NaN written as None.
     """
-    ctx = _open_context(
-        base,
-        checkpoints,
-        labels=labels,
-        kinds=kinds,
-        options=options,
-        lora_alpha=lora_alpha,
-        lora_scale=lora_scale,
-    )
-    # workers reopen the files: absolute paths, as their working directory may differ
-    plan = _Plan(
-        base=None if base is None else str(Path(base).absolute()),
-        checkpoints=tuple(str(Path(c).absolute()) for c in checkpoints),
-        labels=tuple(i.label for i in ctx.inputs),
-        kinds=tuple(i.reader.kind for i in ctx.inputs),  # as detected here: no second guess
-        options=options,
-        lora_alpha=lora_alpha,
-        lora_scale=lora_scale,
-    )
+    base = inputs.base
+    ctx = _open_context(inputs, options)
+    # workers reopen the files: absolute paths (their working directory may differ), and the
+    # kinds as detected here: no second guess
+    detected = tuple(i.reader.kind for i in ctx.inputs)
     modules = _select_modules(ctx)
+    intruders = _intruder_plan(ctx, modules)
+    # the workers get the decision, not "auto": one rule for the whole run
+    ctx.options = replace(options, intruders="always" if intruders.run else "never")
+    plan = _Plan(replace(inputs, kinds=detected).absolute(), ctx.options)
     try:
         per_module = _run_modules(ctx, plan, modules, executor, progress)
     finally:
         release_staging()
     module_rows = [row for rows, _ in per_module for row in rows]
     similarity_rows = [row for _, sims in per_module for row in sims]
-    return {
-        "spectra_version": spectra.__version__,
-        "settings": _settings(
-            options, ctx.device, against_base=options.against_base and ctx.base is not None
-        ),
-        "base": None if base is None else {"path": str(base)},
-        "inputs": [
-            {
-                "label": i.label,
-                "path": str(i.path),
-                "kind": i.reader.kind,
-                "config": jsonable(i.reader.config),
-            }
-            for i in ctx.inputs
-        ],
-        "modules": module_rows,
-        "similarity": similarity_rows,
-        "summary": summarize(
-            inputs_meta=[(i.label, i.reader.kind) for i in ctx.inputs],
+    # a dict (JSON byte-identical) that a notebook shows as its summary table
+    return AnalysisResult(
+        Result(
+            spectra_version=spectra.__version__,
+            settings=_settings(
+                options,
+                ctx.device,
+                against_base=options.against_base and ctx.base is not None,
+                intruders=intruders,
+            ),
+            base=None if base is None else BaseRef(path=str(base)),
+            inputs=[
+                InputInfo(
+                    label=i.label,
+                    path=str(i.path),
+                    kind=i.reader.kind,
+                    config=jsonable(i.reader.config),
+                )
+                for i in ctx.inputs
+            ],
             modules=module_rows,
             similarity=similarity_rows,
-        ),
-        "skipped": {i.label: _report_dict(i.reader) for i in ctx.inputs},
-    }
+            summary=summarize(
+                inputs_meta=[(i.label, i.reader.kind) for i in ctx.inputs],
+                modules=module_rows,
+                similarity=similarity_rows,
+            ),
+            skipped={i.label: _report_dict(i.reader) for i in ctx.inputs},
+        )
+    )
 
 
 def _select_modules(ctx: ModuleContext) -> list[str]:
-    """Every module of any checkpoint, sorted, filtered by ``options.modules``."""
-    all_modules = sorted(set().union(*ctx.modules_of.values()))
-    regex = ctx.options.modules
-    if regex:
-        pattern = re.compile(regex)
-        all_modules = [m for m in all_modules if pattern.search(m)]
+    """Every module of any checkpoint, in natural order (block.2 before block.10), kept by
+    ``options.modules`` and not dropped by ``options.exclude``."""
+    found = set().union(*ctx.modules_of.values())
+    all_modules = sorted((m for m in found if ctx.options.selects(m)), key=natural_key)
+    regex, exclude = ctx.options.modules, ctx.options.exclude
     if not all_modules:
-        raise OptionError(_no_modules_message(ctx.inputs, regex))
+        raise OptionError(_no_modules_message(ctx.inputs, regex, exclude))
     return all_modules
 
 
@@ -346,10 +337,10 @@ def _run_modules(
     modules: list[str],
     executor: Executor | None,
     progress: Progress | None,
-) -> list[tuple[Rows, Rows]]:
+) -> list[tuple[Rows, SimilarityRows]]:
     """Each module's (rows, similarity rows), in ``modules`` order, whoever computed them."""
     total = len(modules)
-    results: list[tuple[Rows, Rows] | None] = [None] * total
+    results: list[tuple[Rows, SimilarityRows] | None] = [None] * total
     if executor is None or executor.kind == "serial":
         order = list(range(total))
         outputs = (analyze_module(ctx, m) for m in modules)  # the files opened here
@@ -374,15 +365,39 @@ def _module_costs(ctx: ModuleContext) -> dict[str, int]:
     return costs
 
 
+def _intruder_plan(ctx: ModuleContext, modules: list[str]) -> IntruderPlan:
+    """The run's intruder decision from the shapes of every (module, checkpoint) pair that has
+    a base weight (no data read)."""
+    chosen = set(modules)
+    shapes = []
+    if ctx.options.against_base:
+        for inp in ctx.inputs:
+            for info in inp.reader.modules():
+                base_shape = ctx.base_shape(info.module) if info.module in chosen else None
+                if base_shape is not None and base_shape == tuple(info.shape):
+                    shapes.append(base_shape)
+    return plan_intruders(ctx.options.intruders, shapes)
+
+
 def _settings(
-    options: AnalysisOptions, device: torch.device, *, against_base: bool
-) -> dict[str, Any]:
-    settings: dict[str, Any] = {
+    options: AnalysisOptions,
+    device: torch.device,
+    *,
+    against_base: bool,
+    intruders: IntruderPlan,
+) -> Settings:
+    settings: Settings = {
         "dtype": options.dtype,
         "device": str(device),
         "top_k": options.top_k,
         "modules": options.modules,
+        **({"exclude": options.exclude} if options.exclude is not None else {}),
         "against_base": against_base,
+        "intruders": options.intruders,
+        "intruders_run": intruders.run,
+        "intruder_pairs": intruders.pairs,
+        "intruder_estimated_seconds": intruders.estimated_seconds,
+        "unrelated_threshold": options.unrelated_threshold,
         "intruder_k": options.intruder_k,
         "intruder_eps": options.intruder_eps,
         "similarity": options.similarity,
@@ -395,66 +410,27 @@ def _settings(
     return settings
 
 
-def _no_modules_message(inputs: list[Input], regex: str | None) -> str:
+def _no_modules_message(inputs: list[Input], regex: str | None, exclude: str | None) -> str:
     names = sorted({m.module for i in inputs for m in i.reader.modules()})
     sample = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+    if regex and exclude:
+        return (
+            f"--modules {regex!r} with --exclude {exclude!r} leaves none of the {len(names)} "
+            f"modules (e.g. {sample})"
+        )
     if regex:
         return f"--modules {regex!r} matches none of the {len(names)} modules (e.g. {sample})"
+    if exclude:
+        return f"--exclude {exclude!r} leaves none of the {len(names)} modules (e.g. {sample})"
     paths = ", ".join(str(i.path) for i in inputs)
     return f"no adapted 2-D weights found in {paths}"
 
 
-def summarize(
-    *,
-    inputs_meta: list[tuple[str, str]],
-    modules: list[dict[str, Any]],
-    similarity: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Per method: module count, mean top-1 energy share / effective rank / stable rank over
-    modules with finite, nonzero ΔW, and mean φ(k, k) against each other method per side."""
-    out = []
-    for label, kind in inputs_meta:
-        rows = [m for m in modules if m["label"] == label]
-        ok = [m for m in rows if not m["nonfinite"] and m["metrics"]]
-        phis: dict[str, dict[str, float | None]] = {}
-        for other, _ in inputs_meta:
-            if other == label:
-                continue
-            phis[other] = {
-                side: _mean(
-                    [
-                        s["phi"][-1][-1]
-                        for s in similarity
-                        if s["side"] == side and {s["a"], s["b"]} == {label, other}
-                    ]
-                )
-                for side in ("left", "right")
-            }
-        out.append(
-            {
-                "label": label,
-                "kind": kind,
-                "modules": len(rows),
-                "mean_top1_energy": _mean([m["metrics"].get("top1_energy") for m in ok]),
-                "mean_effective_rank": _mean([m["metrics"].get("effective_rank") for m in ok]),
-                "mean_stable_rank": _mean([m["metrics"].get("stable_rank") for m in ok]),
-                "mean_phi": phis,
-                "nonfinite_modules": sum(1 for m in rows if m["nonfinite"]),
-            }
-        )
-    return out
-
-
-def _mean(values: list[Any]) -> float | None:
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return sum(vals) / len(vals) if vals else None
-
-
-def _report_dict(reader: CheckpointReader) -> dict[str, Any]:
+def _report_dict(reader: CheckpointReader) -> Skipped:
     r = reader.report
-    return {
-        "skipped_1d": len(r.skipped_1d),
-        "only_in_base": list(r.only_in_base),
-        "only_in_tuned": list(r.only_in_tuned),
-        "notes": list(r.notes),
-    }
+    return Skipped(
+        skipped_1d=len(r.skipped_1d),
+        only_in_base=list(r.only_in_base),
+        only_in_tuned=list(r.only_in_tuned),
+        notes=list(r.notes),
+    )

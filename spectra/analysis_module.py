@@ -24,24 +24,38 @@ import torch
 
 from spectra.engine.against_base import (
     DENSE_AMPLIFICATION_RANK,
+    BaseNorms,
     amplification_factor,
     base_left_vectors,
+    base_norms,
     common_dtype,
     intruder_dimensions,
+    relative_norms,
 )
+from spectra.engine.cache import LeftVectorCache, cache_dir
+from spectra.engine.intruder_policy import plan_intruders
 from spectra.engine.metrics import dominance_metrics
 from spectra.engine.randomized import randomized_svd, truncated_metrics
 from spectra.engine.subspace import grassmann_distance, group_similarity, phi_grid, principal_angles
 from spectra.engine.svd import Spectrum, spectrum
 from spectra.io.source import TensorSource
+from spectra.io.stream import TensorStream
+from spectra.layout import Position, module_layer, positions  # noqa: F401  (module_layer re-exported)
 from spectra.loaders.base import CheckpointReader
-from spectra.loaders.stream import TensorStream
+from spectra.result_types import (
+    BaseMetrics,
+    Metrics,
+    ModuleRow,
+    MultiLoRABlock,
+    SimilarityRow,
+)
 from spectra.update import ModuleUpdate
 
 if TYPE_CHECKING:
     from spectra.analysis import AnalysisOptions
 
-Rows = list[dict[str, Any]]
+Rows = list[ModuleRow]
+SimilarityRows = list[SimilarityRow]
 
 
 @dataclass
@@ -74,17 +88,44 @@ class ModuleContext:
     _left_cache: tuple[tuple[str, torch.dtype], torch.Tensor | None] | None = field(
         init=False, repr=False, default=None
     )
+    _norm_cache: tuple[str, BaseNorms] | None = field(init=False, repr=False, default=None)
+    _disk_cache: LeftVectorCache = field(init=False, repr=False, default=LeftVectorCache(None))
+    # module → (stack, layer, module type), stacks named against every checkpoint's modules
+    positions: dict[str, Position] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.positions = positions(set().union(*self.modules_of.values()))
         self._base_stream = None if self.base is None else TensorStream(self.base)
+        self._disk_cache = LeftVectorCache(cache_dir() if self.options.cache else None)
 
     def base_left(self, module: str, w0: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
         """W0's left singular vectors, computed once per module and dtype and shared by every
-        checkpoint compared against it (only the current module's are kept)."""
+        checkpoint compared against it (only the current module's are kept); read from and
+        stored in the user's cache across runs (:mod:`spectra.engine.cache`)."""
         key = (module, dtype)
         if self._left_cache is None or self._left_cache[0] != key:
-            self._left_cache = (key, base_left_vectors(w0, dtype, self.device))
+            w = w0.to(device="cpu", dtype=dtype)
+            left = self._disk_cache.left_vectors(
+                w, self.device.type, lambda: base_left_vectors(w, dtype, self.device)
+            )
+            self._left_cache = (key, left)
         return self._left_cache[1]
+
+    def base_norms(self, module: str, w0: torch.Tensor) -> BaseNorms:
+        """‖W0‖_F and σ₁(W0) of a module, computed once and shared by its checkpoints."""
+        if self._norm_cache is None or self._norm_cache[0] != module:
+            self._norm_cache = (module, base_norms(w0))
+        return self._norm_cache[1]
+
+    def base_shape(self, module: str) -> tuple[int, int] | None:
+        """(out, in·kh·kw) of a module's W0 from the header; None when absent or not ≥ 2-D."""
+        key = module + ".weight"
+        if self.base is None or key not in self.base:
+            return None
+        shape = tuple(self.base.shape(key))
+        if len(shape) < 2:
+            return None
+        return shape[0], math.prod(shape[1:])
 
     def base_weight(self, module: str) -> torch.Tensor | None:
         """W0 of a module widened to the compute dtype, (out, in·kh·kw); None when the base is
@@ -99,7 +140,7 @@ class ModuleContext:
         return w0.reshape(w0.shape[0], -1)
 
 
-def analyze_module(ctx: ModuleContext, module: str) -> tuple[Rows, Rows]:
+def analyze_module(ctx: ModuleContext, module: str) -> tuple[Rows, SimilarityRows]:
     """The ``modules`` rows (one per checkpoint that has ``module``) and ``similarity`` rows
     (one per pair of them and side) of one module."""
     options = ctx.options
@@ -120,21 +161,6 @@ def analyze_module(ctx: ModuleContext, module: str) -> tuple[Rows, Rows]:
     return rows, similarity
 
 
-def module_layer(module: str) -> tuple[int | None, str]:
-    """Layer index and module type of a module path.
-
-    The layer is the first all-digit path component; the type is the path after it
-    (``encoder.layer.3.attention.self.query`` → (3, ``attention.self.query``)); a path with no
-    digit component has layer None and is its own type.
-    """
-    parts = module.split(".")
-    for i, part in enumerate(parts):
-        if part.isdigit():
-            rest = ".".join(parts[i + 1 :])
-            return int(part), rest or module
-    return None, module
-
-
 def module_cost(shape: tuple[int, int], rank: int | None) -> int:
     """Rough flop count of one ΔW's spectrum, for scheduling the largest work first:
     out·in·min(out, in) dense, (out + in)·R² factored."""
@@ -144,19 +170,9 @@ def module_cost(shape: tuple[int, int], rank: int | None) -> int:
 
 def _analyze_update(
     update: ModuleUpdate, inp: Input, w0: torch.Tensor | None, ctx: ModuleContext, vectors: int
-) -> tuple[dict[str, Any], Spectrum | None]:
+) -> tuple[ModuleRow, Spectrum | None]:
     """One row of ``modules`` and the spectrum (with top-k vectors when asked) of one ΔW."""
-    layer, mtype = module_layer(update.module)
-    row: dict[str, Any] = {
-        "module": update.module,
-        "label": inp.label,
-        "kind": inp.reader.kind,
-        "layer": layer,
-        "module_type": mtype,
-        "shape": list(update.shape),
-        "rank": update.inner_rank,
-        "notes": list(update.notes),
-    }
+    notes = list(update.notes)
     finite = _finite(update)
     spec = None
     base_ok = w0 is not None and tuple(w0.shape) == tuple(update.shape)
@@ -168,42 +184,75 @@ def _analyze_update(
         except torch.linalg.LinAlgError:  # LAPACK did not converge (entries near float max)
             spec = None
     if spec is None or not bool(torch.isfinite(spec.values).all()):
-        row.update(
-            singular_values=[],
-            structural_zeros=0,
-            truncated=False,
-            metrics=None,
-            base_metrics=None,
-            multilora=None,
-            nonfinite=True,
-        )
         why = (
             "ΔW has NaN/Inf entries"
             if not finite
             else f"the SVD of ΔW overflows {str(update.dtype).removeprefix('torch.')} (rerun "
             "with --dtype float64)"
         )
-        row["notes"].append(f"{why}: left out of every mean and figure")
+        notes.append(f"{why}: left out of every mean and figure")
+        position = ctx.positions[update.module]
+        row = _module_row(update, inp, position, notes, singular_values=[], structural_zeros=0)
         return row, None
-    row.update(
+    base_metrics = None
+    if base_ok:
+        assert w0 is not None
+        base_metrics = _base_metrics(update, w0, ctx, None if truncated else spec)
+        metrics = _with_relative_norms(metrics, update, w0, ctx)
+    if metrics.get("spectral_norm") == 0.0:
+        notes.append("ΔW = 0: this module did not change (metrics defined as 0, no φ)")
+    if truncated:
+        notes.append(
+            f"randomized SVD: top {len(spec.values)} singular values only (approximate); "
+            "effective rank, entropy and numerical rank need the whole spectrum"
+        )
+    row = _module_row(
+        update,
+        inp,
+        ctx.positions[update.module],
+        notes,
         singular_values=[float(v) for v in spec.values.tolist()],
         structural_zeros=int(spec.structural_zeros),
         truncated=truncated,
         metrics=jsonable(metrics),
-        base_metrics=_base_metrics(update, w0, ctx, None if truncated else spec)
-        if base_ok
-        else None,
+        base_metrics=base_metrics,
         multilora=_multilora_block(update) if update.groups else None,
-        nonfinite=False,
     )
-    if metrics.get("spectral_norm") == 0.0:
-        row["notes"].append("ΔW = 0: this module did not change (metrics defined as 0, no φ)")
-    if truncated:
-        row["notes"].append(
-            f"randomized SVD: top {len(spec.values)} singular values only (approximate); "
-            "effective rank, entropy and numerical rank need the whole spectrum"
-        )
     return row, spec
+
+
+def _module_row(
+    update: ModuleUpdate,
+    inp: Input,
+    position: Position,
+    notes: list[str],
+    *,
+    singular_values: list[float],
+    structural_zeros: int,
+    truncated: bool = False,
+    metrics: Metrics | None = None,
+    base_metrics: BaseMetrics | None = None,
+    multilora: MultiLoRABlock | None = None,
+) -> ModuleRow:
+    """The ``modules`` row of one ΔW; without ``metrics`` the row of a non-finite one."""
+    return ModuleRow(
+        module=update.module,
+        label=inp.label,
+        kind=inp.reader.kind,
+        stack=position.stack,
+        layer=position.layer,
+        module_type=position.module_type,
+        shape=list(update.shape),
+        rank=update.inner_rank,
+        notes=notes,
+        singular_values=singular_values,
+        structural_zeros=structural_zeros,
+        truncated=truncated,
+        metrics=metrics,
+        base_metrics=base_metrics,
+        multilora=multilora,
+        nonfinite=metrics is None,
+    )
 
 
 def _spectrum_and_metrics(
@@ -214,7 +263,8 @@ def _spectrum_and_metrics(
     options = ctx.options
     if options.svd == "exact" or update.factored:
         spec = spectrum(update, vectors=vectors, device=ctx.device)
-        return spec, dominance_metrics(spec, shape=update.shape), False
+        inner = update.inner_rank if update.factored else None  # R of an adapter
+        return spec, dominance_metrics(spec, shape=update.shape, inner_rank=inner), False
     assert update.dense is not None
     values, u, v = randomized_svd(
         update.dense,
@@ -246,40 +296,52 @@ def amplification_rank(update: ModuleUpdate) -> int:
 
 def _base_metrics(
     update: ModuleUpdate, w0: torch.Tensor, ctx: ModuleContext, spec: Spectrum | None
-) -> dict[str, Any]:
-    """Amplification factor (reusing ``spec``'s exact top-r vectors) and intruder dimensions
-    (reusing W0's cached left singular vectors)."""
+) -> BaseMetrics:
+    """Amplification factor (reusing ``spec``'s exact top-r vectors) and, when this run computes
+    them (:mod:`spectra.engine.intruder_policy`), intruder dimensions (reusing W0's cached left
+    singular vectors); without them the intruder fields are absent."""
     options, device = ctx.options, ctx.device
     r = amplification_rank(update)
     amp = amplification_factor(update, w0, r, device=device, spec=spec)
-    intr = intruder_dimensions(
-        w0, update, k=options.intruder_k, eps=options.intruder_eps, device=device,
-        base_left=ctx.base_left(update.module, w0, common_dtype(w0, update)),
+    out = BaseMetrics(amplification=amp, amplification_r=r)
+    if plan_intruders(options.intruders, [update.shape]).run:
+        intr = intruder_dimensions(
+            w0, update, k=options.intruder_k, eps=options.intruder_eps, device=device,
+            base_left=ctx.base_left(update.module, w0, common_dtype(w0, update)),
+        )  # fmt: skip
+        out.update(
+            intruder_count=intr.count,
+            intruder_energy=intr.energy_share,
+            intruder_k=intr.k,
+            intruder_eps=intr.eps,
+            intruder_max_cos=[float(c) for c in intr.max_cos],
+        )
+    return jsonable(out)
+
+
+def _with_relative_norms(
+    metrics: dict[str, Any], update: ModuleUpdate, w0: torch.Tensor, ctx: ModuleContext
+) -> dict[str, Any]:
+    """``metrics`` plus ``relative_norm`` = ‖ΔW‖_F / ‖W0‖_F and ``relative_spectral_norm`` =
+    σ₁(ΔW) / σ₁(W0) (σ₁(W0) iterative: :func:`spectra.engine.against_base.base_norms`)."""
+    rel, rel_spectral = relative_norms(
+        metrics.get("frobenius_norm"), metrics.get("spectral_norm"),
+        ctx.base_norms(update.module, w0),
     )  # fmt: skip
-    return jsonable(
-        {
-            "amplification": amp,
-            "amplification_r": r,
-            "intruder_count": intr.count,
-            "intruder_energy": intr.energy_share,
-            "intruder_k": intr.k,
-            "intruder_eps": intr.eps,
-            "intruder_max_cos": [float(c) for c in intr.max_cos],
-        }
-    )
+    return {**metrics, "relative_norm": rel, "relative_spectral_norm": rel_spectral}
 
 
-def _multilora_block(update: ModuleUpdate) -> dict[str, Any]:
+def _multilora_block(update: ModuleUpdate) -> MultiLoRABlock:
     phi_left, phi_right = group_similarity(update)
     s = update.scaling
-    block: dict[str, Any] = {
-        "n": len(update.groups),
-        "r": int(update.groups[0]),
-        "phi_left": phi_left.tolist(),
-        "phi_right": phi_right.tolist(),
-        "scaling_norms": [],
-        "scaling": [],
-    }
+    block = MultiLoRABlock(
+        n=len(update.groups),
+        r=int(update.groups[0]),
+        phi_left=phi_left.tolist(),
+        phi_right=phi_right.tolist(),
+        scaling_norms=[],
+        scaling=[],
+    )
     if s is not None:
         s64 = s.detach().to("cpu", torch.float64)
         norms = s64.reshape(len(update.groups), -1).norm(dim=1)
@@ -290,9 +352,9 @@ def _multilora_block(update: ModuleUpdate) -> dict[str, Any]:
 
 def _pair_similarity(
     module: str, present: list[Input], spectra_here: dict[str, Spectrum], options: AnalysisOptions
-) -> Rows:
+) -> SimilarityRows:
     """φ grids, principal angles and Grassmann distance for every pair (a before b)."""
-    rows = []
+    rows: SimilarityRows = []
     labels = [i.label for i in present if i.label in spectra_here]
     for ia, a in enumerate(labels):
         for b in labels[ia + 1 :]:
@@ -307,16 +369,16 @@ def _pair_similarity(
                     continue
                 ua, ub = ua[:, :k], ub[:, :k]
                 rows.append(
-                    {
-                        "module": module,
-                        "a": a,
-                        "b": b,
-                        "side": side,
-                        "k": k,
-                        "phi": jsonable(phi_grid(ua, ub).tolist()),
-                        "principal_angles": jsonable(principal_angles(ua, ub).tolist()),
-                        "grassmann_distance": jsonable(float(grassmann_distance(ua, ub))),
-                    }
+                    SimilarityRow(
+                        module=module,
+                        a=a,
+                        b=b,
+                        side=side,
+                        k=k,
+                        phi=jsonable(phi_grid(ua, ub).tolist()),
+                        principal_angles=jsonable(principal_angles(ua, ub).tolist()),
+                        grassmann_distance=jsonable(float(grassmann_distance(ua, ub))),
+                    )
                 )
     return rows
 

@@ -17,6 +17,9 @@ import torch
 
 from spectra.analysis import AnalysisOptions, Progress, analyze
 from spectra.parallel import ExecutionOptions, make_executor
+from spectra.plots import all_figures, save_figures
+from spectra.recipe import RecipeConfig, run_recipe
+from spectra.report import write_report
 from spectra.results import save_result
 
 
@@ -28,7 +31,9 @@ class DemoOptions:
         out: Output directory.
         quick: The plumbing-sized recipe (:meth:`RecipeConfig.quick`) instead of the default.
         seed: Recipe seed.
-        threads: Torch threads for training and analysis (None: all cores).
+        threads: Torch threads for training and analysis (None: all cores). Training is
+            bitwise reproducible only at the same thread count; 1 (the default) is that on
+            every machine (of the same CPU type and library versions).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         retrain: Ignore a cached run with the same settings.
         top_k: Subspace size for φ.
@@ -40,7 +45,7 @@ class DemoOptions:
     out: Path = Path("spectra-demo")
     quick: bool = False
     seed: int = 0
-    threads: int | None = None
+    threads: int | None = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     retrain: bool = False
     top_k: int = 16
@@ -65,10 +70,6 @@ def run_demo(
     progress: Progress | None = None,
 ) -> DemoResult:
     """Train (or reuse), analyse, draw and report. See the module docstring for the layout."""
-    from spectra.plots import all_figures, save_figures
-    from spectra.recipe import RecipeConfig, run_recipe
-    from spectra.report import write_report
-
     make = RecipeConfig.quick if options.quick else RecipeConfig
     config = make(seed=options.seed, num_threads=options.threads, device=options.device)
     recipe = run_recipe(config, options.out / "run", progress=say, reuse=not options.retrain)

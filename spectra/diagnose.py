@@ -376,6 +376,28 @@ def _method_verdict(
     )
 
 
+def _methods_table(methods: Sequence[MethodVerdict]) -> list[str]:
+    """One row per method: label, kind, modules, verdict, and how many modules each reached
+    verdict flagged (several adapters diagnosed in one run)."""
+    rows = [
+        (
+            m.label,
+            m.kind,
+            str(m.judged.get("unchanged", 0)),  # every module is judged for "unchanged"
+            m.verdict,
+            ", ".join(f"{v} {m.counts[v]}" for v in SEVERITY[:-1] if m.counts.get(v)) or "-",
+        )
+        for m in methods
+    ]
+    headers = ("method", "kind", "modules", "verdict", "flagged modules")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
 def render_text(diagnosis: Diagnosis, *, all_modules: bool = False) -> str:
     """Plain-text verdicts for the CLI.
 
@@ -386,7 +408,10 @@ def render_text(diagnosis: Diagnosis, *, all_modules: bool = False) -> str:
     Returns:
         Lines: the overall verdict, the rules, one block per method, then the modules.
     """
-    lines = [f"overall verdict: {diagnosis.overall}", "", "rules:"]
+    lines = [f"overall verdict: {diagnosis.overall}", ""]
+    if len(diagnosis.methods) > 1:
+        lines += [*_methods_table(diagnosis.methods), ""]
+    lines += ["rules:"]
     lines += [f"  {line}" for line in diagnosis.thresholds.describe().splitlines()]
     for m in diagnosis.methods:
         lines += ["", f"{m.label} ({m.kind}): {m.verdict}"]

@@ -2,6 +2,7 @@
 headless matplotlib, no network."""
 
 import os
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -10,6 +11,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# W0 decompositions are cached per user (spectra.engine.cache): never in the real one
+os.environ.setdefault("SPECTRA_CACHE_DIR", tempfile.mkdtemp(prefix="spectra-test-cache-"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -4,7 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
+
+
+class Linears(nn.Module):
+    """Named ``nn.Linear`` layers, built in the order given (so one seed fixes all their initial
+    weights), e.g. ``Linears(up=(12, 20), down=(20, 12))`` for (in, out) sizes; ``forward`` runs
+    them in that order with a ReLU between two layers."""
+
+    def __init__(self, **layers: tuple[int, int]) -> None:
+        super().__init__()
+        for name, (fan_in, fan_out) in layers.items():
+            self.add_module(name, nn.Linear(fan_in, fan_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *hidden, last = self.children()
+        for layer in hidden:
+            x = torch.relu(layer(x))
+        return last(x)
 
 
 def tiny_bert_config(

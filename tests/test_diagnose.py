@@ -156,7 +156,11 @@ def test_render_text_and_json():
     assert text.startswith("overall verdict: dominated\n")
     assert "lora (lora): dominated" in text and "full (full): ok" in text
     assert "flagged modules:" in text and "encoder.layer.0.attention.query: dominated" in text
-    assert "multilora  " not in text  # nothing flagged there
+    assert "multilora  encoder" not in text  # nothing flagged there
+    # several methods: one table, one row each, before the rules
+    table = text.split("rules:")[0].splitlines()
+    assert table[2].split()[:4] == ["method", "kind", "modules", "verdict"]
+    assert [row.split()[0] for row in table[4:7]] == ["full", "lora", "multilora"]
     assert render_text(d, all_modules=True).count("multilora  encoder") == 6
     assert json.loads(json.dumps(d.to_dict()))["overall"] == "dominated"
 

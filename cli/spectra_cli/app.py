@@ -2,21 +2,38 @@
 and writes or prints the result; no computation lives here.
 
 Exit codes: 0 success, 1 bad input, 2 usage error, 3 ``diagnose --fail-on`` verdict reached,
-4 internal error (see :mod:`spectra.errors`), 130 interrupted (Ctrl-C).
+4 internal error (see :mod:`spectra.errors`), 130 interrupted (Ctrl-C), 141 standard output
+closed early (``spectra … | head``: ends quietly, as a process stopped by SIGPIPE).
+
+Commands live in their own modules as plain functions; this module registers each one
+explicitly (:func:`_register`); no command module imports this one.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 import warnings
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
 from spectra import __version__
 from spectra.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_USAGE, SpectraError
+from spectra_cli import (
+    commands_analysis,
+    commands_decide,
+    commands_demo,
+    commands_report,
+    commands_study,
+    commands_trajectory,
+)
+from spectra_cli.text import printable
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process stopped by Ctrl-C
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE, as shells report a process whose reader went away
 
 app = typer.Typer(
     name="spectra",
@@ -25,6 +42,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no truncated option names in an 80-column terminal
 )
 
 
@@ -46,9 +64,40 @@ def _root(
     """spectra: what fine-tuning did to a model's weights."""
 
 
+class _StdoutClosed(Exception):
+    """The reader of standard output went away (``spectra … | head``)."""
+
+
+def _pipe_aware(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with a broken stdout pipe raised as :class:`_StdoutClosed`, before Typer turns
+    it into exit code 1 (the bad-input code)."""
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BrokenPipeError as e:
+            raise _StdoutClosed from e
+
+    return command
+
+
 def _register() -> None:
-    # Commands live in their own modules, grouped by role; importing them registers them.
-    from spectra_cli import commands_analysis, commands_demo, commands_report  # noqa: F401
+    """Every command, once: ``app.command()(module.function)``."""
+    if app.registered_commands:
+        return
+    for fn, name in (
+        (commands_analysis.inspect, None),
+        (commands_analysis.compare, None),
+        (commands_report.diagnose_cmd, "diagnose"),
+        (commands_report.figures, None),
+        (commands_report.report, None),
+        (commands_demo.demo, None),
+        (commands_study.study, None),
+        (commands_trajectory.trajectory, None),
+        *((fn, None) for fn in commands_decide.COMMANDS),
+    ):
+        app.command(name=name)(_pipe_aware(fn))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("spectra: interrupted (no partial output was written)", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except _StdoutClosed:
+        _quiet_pipe_exit()
     except Exception as e:  # noqa: BLE001 - the one place that turns bugs into exit code 4
         if debug:
             raise
@@ -105,7 +156,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_INTERNAL)
     if rv == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into a return value of 130, silently
         typer.echo("spectra: interrupted (no partial output was written)", err=True)
+    try:
+        sys.stdout.flush()  # what is still buffered may meet the closed pipe only now
+    except BrokenPipeError:
+        _quiet_pipe_exit()
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _quiet_pipe_exit() -> None:
+    """End without a word when stdout's reader went away: point stdout at the null device (so
+    the interpreter's last flush cannot fail loudly) and exit 141."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor
+        pass
+    sys.exit(EXIT_PIPE_CLOSED)
 
 
 # How Click / Typer end the message when a path argument fails its own check
@@ -117,9 +183,4 @@ def _is_path_check(e: typer.BadParameter) -> bool:
     return e.message.endswith(_PATH_CHECKS)
 
 
-def printable(text: str) -> str:
-    """``text`` with every non-printable character (newline, ESC, other C0/C1 controls, bidi
-    overrides and other format characters) written as its Python escape, e.g. ``\\x1b``."""
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
+_register()

@@ -7,82 +7,48 @@ from typing import Annotated
 
 import typer
 
-from spectra.analysis import analyze
-from spectra.engine.randomized import DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERS
 from spectra.io.atomic import check_not_an_input
 from spectra.loaders import LoadOptions, open_checkpoint, open_tensors
-from spectra.loaders.lowrank import check_ranks
-from spectra.parallel import make_executor
 from spectra.results import save_result
+from spectra.verdicts.lowrank import check_ranks
 from spectra_cli import options as o
 from spectra_cli import render
-from spectra_cli.app import app
+from spectra_cli.inputs import hub_base, local_path
+
+Checkpoints = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="CKPT",
+        help="[BASE] CKPT...: full fine-tunes, LoRA / DoRA / MultiLoRA / kohya / LyCORIS "
+        "adapters. A first full checkpoint is the base unless --base is given.",
+        show_default=False,
+    ),
+]
 
 
-@app.command()
+@o.analysis_command()
 def compare(
-    base: Annotated[Path, typer.Argument(help="Base checkpoint (file or directory).")],
-    ckpts: Annotated[
-        list[Path], typer.Argument(help="Full fine-tunes, LoRA adapters or MultiLoRA checkpoints.")
-    ],
-    label: o.Label = None,
-    kind: o.Kind = None,
-    modules: o.Modules = None,
-    top_k: o.TopK = 16,
+    inputs: Checkpoints,
     json_out: o.JsonOut = None,
-    dtype: o.DType = "float32",
-    device: o.Device = "cpu",
-    base_metrics: o.BaseMetrics = True,
-    lora_alpha: o.LoraAlpha = None,
-    lora_scale: o.LoraScale = None,
-    quiet: o.Quiet = False,
-    similarity: o.Similarity = True,
-    svd: o.Svd = "exact",
-    oversample: o.Oversample = DEFAULT_OVERSAMPLE,
-    power_iters: o.PowerIters = DEFAULT_POWER_ITERS,
-    workers: o.Workers = 1,
-    executor: o.Executor = None,
-    scheduler: o.Scheduler = None,
-    threads: o.Threads = None,
+    *,
+    analysis: o.Analysis,
 ) -> None:
-    """Compare the weight updates of CKPTs made from BASE: spectra, dominance, subspaces."""
-    opts = o.analysis_options(
-        modules=modules,
-        top_k=top_k,
-        dtype=dtype,
-        device=device,
-        base_metrics=base_metrics,
-        similarity=similarity,
-        svd=svd,
-        oversample=oversample,
-        power_iters=power_iters,
-    )
-    run = o.execution_options(
-        workers=workers, executor=executor, scheduler=scheduler, threads=threads
-    )
+    """Compare the weight updates of CKPTs: spectra, dominance, subspaces.
+
+    BASE CKPT... (a full checkpoint first), adapters alone, or --base BASE CKPT...
+    """
+    what = analysis.inputs(inputs, command="compare")
     if json_out is not None:
-        check_not_an_input(json_out, [base, *ckpts])
-    with make_executor(run) as pool:
-        result = analyze(
-            base,
-            ckpts,
-            labels=label,
-            kinds=o.kinds_for(kind, len(ckpts)),
-            options=opts,
-            lora_alpha=lora_alpha,
-            lora_scale=lora_scale,
-            progress=o.Progress(quiet),
-            executor=pool,
-        )
+        check_not_an_input(json_out, [what.base, *what.checkpoints])
+    result = analysis.run(what)
+    if json_out is not None:  # before the table: a closed stdout must not lose the file
+        save_result(result, json_out)
+        analysis.say(f"wrote {json_out}")
     typer.echo(render.summary_table(result))
     for line in render.problems(result):
         typer.echo(line, err=True)
-    if json_out is not None:
-        save_result(result, json_out)
-        typer.echo(f"wrote {json_out}", err=True)
 
 
-@app.command()
 def inspect(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint, adapter directory or file.")],
     base: Annotated[
@@ -99,12 +65,15 @@ def inspect(
             "values of each module), flagging a merged adapter (rank ≪ min(out, in)).",
         ),
     ] = True,
+    quiet: o.Quiet = False,
 ) -> None:
     """List what a checkpoint holds: kind, modules, ΔW shapes, ranks, scaling, structure."""
-    forced = o.kinds_for([kind], 1)[0] if kind else None
-    base_src = open_tensors(base) if base is not None else None
+    forced = o.kinds_for([kind])[0] if kind else None  # type: ignore[index]
     opts = LoadOptions(kind=forced, lora_alpha=lora_alpha, lora_scale=lora_scale)
+    ckpt = local_path(ckpt, quiet=quiet)  # a Hub id is fetched (docs/hub.md)
+    base = hub_base(base, [ckpt], opts, want_base=False, quiet=quiet)
+    base_src = open_tensors(base) if base is not None else None
     reader = open_checkpoint(ckpt, base=base_src, options=opts)
     full_with_base = base_src is not None and reader.kind == "full"
-    ranks = check_ranks(reader) if rank_check and full_with_base else None
+    ranks = check_ranks(reader, base=base_src) if rank_check and full_with_base else None
     typer.echo(render.inspect_text(reader, ranks))

@@ -9,10 +9,8 @@ import typer
 
 from spectra_cli import options as o
 from spectra_cli import render
-from spectra_cli.app import app
 
 
-@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path(
         "spectra-demo"
@@ -22,8 +20,13 @@ def demo(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of data split, order and init.")] = 0,
     threads: Annotated[
-        int | None, typer.Option("--threads", help="Torch threads (default: all cores).")
-    ] = None,
+        int,
+        typer.Option(
+            "--threads",
+            help="Torch threads. Training reproduces bit for bit only at the same count; the "
+            "default 1 does on any machine with the same CPU type and library versions.",
+        ),
+    ] = 1,
     device: Annotated[
         str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")
     ] = "auto",

@@ -1,17 +1,41 @@
-"""Options shared by several commands, declared once."""
+"""Options shared by several commands, declared once.
+
+Every analysing command (``compare``, ``figures``, ``report``, ``diagnose``) takes the same
+analysis options: :func:`analysis_command` adds them to the command's signature (so Typer
+parses them and ``--help`` lists them) and hands the command one :class:`Analysis` holding
+them, packed into the library's objects (:class:`~spectra.loaders.LoadOptions`,
+:class:`~spectra.analysis.AnalysisOptions`, :class:`~spectra.parallel.ExecutionOptions`).
+A new shared option is one entry in :data:`SHARED` and one line in :func:`_pack`.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from spectra.analysis import AnalysisOptions
+from spectra.analysis import UNRELATED_THRESHOLD, AnalysisOptions, analyze_inputs
 from spectra.engine.randomized import DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERS
 from spectra.errors import OptionError
-from spectra.parallel import ExecutionOptions
+from spectra.hub import record_sources
+from spectra.inputs import AnalysisInputs, known_kinds
+from spectra.loaders import LoadOptions
+from spectra.parallel import ExecutionOptions, make_executor
+from spectra_cli.inputs import resolve_inputs
 
+Base = Annotated[
+    Path | None,
+    typer.Option(
+        "--base",
+        help="Base checkpoint. Without it the first CKPT is the base when it is a full "
+        "checkpoint and more follow; adapters alone need no base (docs/cli.md, Inputs).",
+    ),
+]
 Label = Annotated[
     list[str] | None,
     typer.Option("--label", "-l", help="Name of a CKPT (repeat: one per CKPT, in order)."),
@@ -20,12 +44,16 @@ Kind = Annotated[
     list[str] | None,
     typer.Option(
         "--kind",
-        help="Force the kind of a CKPT instead of detecting it: full, lora, dora, multilora, "
-        "kohya, loha, lokr (repeat: one per CKPT, in order; 'auto' detects).",
+        help=f"Force the kind of a CKPT instead of detecting it: {', '.join(known_kinds())} "
+        "(repeat: one per CKPT, in order; 'auto' detects).",
     ),
 ]
 Modules = Annotated[
     str | None, typer.Option("--modules", "-m", help="Regex: analyse only module paths it matches.")
+]
+Exclude = Annotated[
+    str | None,
+    typer.Option("--exclude", help="Regex: leave out module paths it matches (after --modules)."),
 ]
 TopK = Annotated[int, typer.Option("--top-k", "-k", help="Subspace size for φ(i, j), i, j ≤ K.")]
 DType = Annotated[str, typer.Option("--dtype", help="Compute dtype: float32 or float64.")]
@@ -34,7 +62,32 @@ BaseMetrics = Annotated[
     bool,
     typer.Option(
         "--base-metrics/--no-base-metrics",
-        help="Amplification factor and intruder dimensions against W0 (two SVDs of W0 per module).",
+        help="Amplification factor and intruder dimensions against W0 (when a base is given).",
+    ),
+]
+Intruders = Annotated[
+    bool | None,
+    typer.Option(
+        "--intruders/--no-intruders",
+        help="Intruder dimensions (full SVDs of W0 and W0 + ΔW per module). Default: only "
+        "when estimated cheap (≤ 10 s in all); a skip is said in one line (docs/performance.md).",
+        show_default=False,
+    ),
+]
+Cache = Annotated[
+    bool,
+    typer.Option(
+        "--cache/--no-cache",
+        help="Keep W0's singular vectors in $SPECTRA_CACHE_DIR (default ~/.cache/spectra) for "
+        "later runs against the same base.",
+    ),
+]
+UnrelatedThreshold = Annotated[
+    float,
+    typer.Option(
+        "--unrelated-threshold",
+        help="Warn that BASE and a CKPT look like separately trained models when the median "
+        "‖ΔW‖_F / ‖W0‖_F over modules is at least this.",
     ),
 ]
 LoraAlpha = Annotated[
@@ -44,10 +97,20 @@ LoraScale = Annotated[
     float | None,
     typer.Option("--lora-scale", help="Full scaling s (instead of α/r) for LoRA files without α."),
 ]
+SkipMismatched = Annotated[
+    bool,
+    typer.Option(
+        "--skip-mismatched",
+        help="Analyse the modules that match the base and list the others with the reason "
+        "(default: refuse a checkpoint with any module that does not match).",
+    ),
+]
 JsonOut = Annotated[
     Path | None, typer.Option("--json", help="Write the full result as JSON to this path.")
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress or notices on stderr (warnings stay).")
+]
 Similarity = Annotated[
     bool,
     typer.Option(
@@ -100,57 +163,181 @@ Threads = Annotated[
     typer.Option("--threads", help="torch/BLAS threads per worker (default: cores // workers)."),
 ]
 
+# The shared analysis options: (parameter name, Typer annotation, default), in --help order.
+SHARED: tuple[tuple[str, Any, Any], ...] = (
+    ("base", Base, None),
+    ("label", Label, None),
+    ("kind", Kind, None),
+    ("modules", Modules, None),
+    ("exclude", Exclude, None),
+    ("top_k", TopK, 16),
+    ("dtype", DType, "float32"),
+    ("device", Device, "cpu"),
+    ("base_metrics", BaseMetrics, True),
+    ("intruders", Intruders, None),
+    ("cache", Cache, True),
+    ("unrelated_threshold", UnrelatedThreshold, UNRELATED_THRESHOLD),
+    ("similarity", Similarity, True),
+    ("svd", Svd, "exact"),
+    ("oversample", Oversample, DEFAULT_OVERSAMPLE),
+    ("power_iters", PowerIters, DEFAULT_POWER_ITERS),
+    ("lora_alpha", LoraAlpha, None),
+    ("lora_scale", LoraScale, None),
+    ("skip_mismatched", SkipMismatched, False),
+    ("workers", Workers, 1),
+    ("executor", Executor, None),
+    ("scheduler", Scheduler, None),
+    ("threads", Threads, None),
+    ("quiet", Quiet, False),
+)
+_NAMES = tuple(name for name, _, _ in SHARED)
 
-def analysis_options(
-    *,
-    modules: str | None,
-    top_k: int,
-    dtype: str,
-    device: str,
-    base_metrics: bool,
-    similarity: bool = True,
-    svd: str = "exact",
-    oversample: int = DEFAULT_OVERSAMPLE,
-    power_iters: int = DEFAULT_POWER_ITERS,
-) -> AnalysisOptions:
-    """Build AnalysisOptions from CLI values (validation happens in the dataclass)."""
-    return AnalysisOptions(
-        top_k=top_k,
-        modules=modules,
-        dtype=dtype,  # type: ignore[arg-type]  # validated by AnalysisOptions
-        device=device,
-        against_base=base_metrics,
-        similarity=similarity,
-        svd=svd,  # type: ignore[arg-type]
-        oversample=oversample,
-        power_iters=power_iters,
+
+@dataclass(frozen=True)
+class Analysis:
+    """The shared analysis options of one command line, validated and packed.
+
+    Attributes:
+        base: ``--base``, or None.
+        labels: ``--label`` values, or None (from the file names).
+        kinds: ``--kind`` values (None for auto), or None (detect every kind).
+        load: How files become ΔW (α, scaling, mismatched modules).
+        options: How to analyse (:class:`~spectra.analysis.AnalysisOptions`).
+        execution: Where modules run (:class:`~spectra.parallel.ExecutionOptions`).
+        quiet: No progress or notices on stderr.
+    """
+
+    base: Path | None
+    labels: list[str] | None
+    kinds: list[Any] | None
+    load: LoadOptions
+    options: AnalysisOptions
+    execution: ExecutionOptions
+    quiet: bool
+
+    def inputs(
+        self, positionals: Sequence[Path], *, command: str, expand_folders: bool = False
+    ) -> AnalysisInputs:
+        """What to analyse, from the positional arguments and these options
+        (:func:`spectra_cli.inputs.resolve_inputs`)."""
+        return resolve_inputs(
+            positionals,
+            base=self.base,
+            labels=self.labels,
+            kinds=self.kinds,
+            load=self.load,
+            command=command,
+            expand_folders=expand_folders,
+            want_base=self.options.against_base,
+            quiet=self.quiet,
+        )
+
+    def run(self, inputs: AnalysisInputs) -> dict[str, Any]:
+        """The analysis of ``inputs`` with these options, on the chosen executor (Hub inputs
+        recorded by id and commit: :func:`spectra.hub.record_sources`)."""
+        with make_executor(self.execution) as pool:
+            return record_sources(
+                analyze_inputs(inputs, self.options, progress=Progress(self.quiet), executor=pool)
+            )
+
+    def say(self, message: str) -> None:
+        """A notice on stderr (``wrote …``), unless quiet."""
+        if not self.quiet:
+            typer.echo(message, err=True)
+
+
+def _pack(v: dict[str, Any]) -> Analysis:
+    """The shared option values (by parameter name) as an :class:`Analysis`; every value is
+    checked by the object it goes into."""
+    options = AnalysisOptions(
+        top_k=v["top_k"],
+        modules=v["modules"],
+        exclude=v["exclude"],
+        dtype=v["dtype"],
+        device=v["device"],
+        against_base=v["base_metrics"],
+        intruders={None: "auto", True: "always", False: "never"}[v["intruders"]],
+        cache=v["cache"],
+        unrelated_threshold=v["unrelated_threshold"],
+        similarity=v["similarity"],
+        svd=v["svd"],
+        oversample=v["oversample"],
+        power_iters=v["power_iters"],
+    )
+    execution = ExecutionOptions(
+        executor=v["executor"], workers=v["workers"], scheduler=v["scheduler"], threads=v["threads"]
+    )
+    load = LoadOptions(
+        lora_alpha=v["lora_alpha"],
+        lora_scale=v["lora_scale"],
+        skip_mismatched=v["skip_mismatched"],
+    )
+    return Analysis(
+        base=v["base"],
+        labels=v["label"],
+        kinds=kinds_for(v["kind"]),
+        load=load,
+        options=options,
+        execution=execution,
+        quiet=v["quiet"],
     )
 
 
-def execution_options(
-    *, workers: int, executor: str | None, scheduler: str | None, threads: int | None
-) -> ExecutionOptions:
-    """Build ExecutionOptions from CLI values (validation happens in the dataclass)."""
-    return ExecutionOptions(
-        executor=executor,  # type: ignore[arg-type]  # validated by ExecutionOptions
-        workers=workers,
-        scheduler=scheduler,
-        threads=threads,
-    )
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def kinds_for(kind: list[str] | None, n: int) -> list[Any] | None:
-    """Per-CKPT forced kinds: none given → detect all; else exactly one per CKPT."""
+def analysis_command(**defaults: Any) -> Callable[[F], F]:
+    """Decorator: the command takes every shared analysis option (:data:`SHARED`) after its
+    own, and receives them as one keyword argument ``analysis: Analysis``.
+
+    Args:
+        defaults: A different default for some shared options of this command, by parameter
+            name (e.g. ``similarity=False``).
+    """
+    unknown = set(defaults) - set(_NAMES)
+    if unknown:
+        raise TypeError(f"not shared analysis options: {sorted(unknown)}")
+
+    def wrap(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        if "analysis" not in sig.parameters:
+            raise TypeError(f"{fn.__name__} must take an `analysis` parameter")
+        own = [p for p in sig.parameters.values() if p.name != "analysis"]
+        clash = {p.name for p in own} & set(_NAMES)
+        if clash:
+            raise TypeError(f"{fn.__name__} redeclares shared options {sorted(clash)}")
+        shared = [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name, d), annotation=a
+            )
+            for name, a, d in SHARED
+        ]
+
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in _NAMES}
+            return fn(*args, analysis=_pack(values), **kwargs)
+
+        params = [*own, *shared]
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        if sig.return_annotation is not inspect.Signature.empty:
+            command.__annotations__["return"] = sig.return_annotation
+        return command  # type: ignore[return-value]
+
+    return wrap
+
+
+def kinds_for(kind: Sequence[str] | None) -> list[Any] | None:
+    """``--kind`` values with ``auto`` as None; None when none was given (detect all). The
+    names are checked against the reader registry (:func:`spectra.inputs.known_kinds`); the
+    count against the checkpoints by :class:`~spectra.inputs.AnalysisInputs`."""
     if not kind:
         return None
-    if len(kind) != n:
-        raise OptionError(
-            f"got {len(kind)} --kind for {n} checkpoints: give one per CKPT (or 'auto')"
-        )
-    allowed = {"auto", "full", "lora", "multilora", "dora", "loha", "lokr", "kohya"}
+    allowed = ("auto", *known_kinds())
     bad = [k for k in kind if k not in allowed]
     if bad:
-        raise OptionError(f"--kind {bad[0]!r} is not one of {', '.join(sorted(allowed))}")
+        raise OptionError(f"--kind {bad[0]!r} is not one of {', '.join(allowed)}")
     return [None if k == "auto" else k for k in kind]
 
 

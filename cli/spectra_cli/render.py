@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from spectra.layout import natural_key
 from spectra.loaders.base import CheckpointReader, ModuleInfo
-from spectra.loaders.lowrank import RankCheck, merged_adapter_lines
-from spectra_cli.app import printable
+from spectra.summary import is_unchanged
+from spectra.verdicts.base_notes import base_notes
+from spectra.verdicts.lowrank import RankCheck, merged_adapter_lines
+from spectra_cli.text import printable
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -44,35 +47,69 @@ def _fmt(v: Any) -> str:
 
 
 def summary_table(result: dict[str, Any]) -> str:
-    """Per method: modules, mean top-1 energy share, mean effective rank, mean stable rank, and
-    mean φ(k, k) (left / right singular subspaces) against every other method."""
+    """Per method: modules, how many are in the means (finite, ΔW ≠ 0), mean top-1 energy
+    share, mean effective rank, mean stable rank, and mean φ(k, k) (left / right singular
+    subspaces) against every other method; then the unchanged and non-finite modules left out
+    of the means are listed by :func:`problems`."""
     labels = [i["label"] for i in result["inputs"]]
-    headers = ["method", "kind", "modules", "top1 energy", "eff. rank", "stable rank"]
+    headers = ["method", "kind", "modules", "in means", "top1 energy", "eff. rank", "stable rank"]
+    headers += ["k90", "util."]
     headers += [f"φ vs {o} (L/R)" for o in labels]
+    relative = any("mean_relative_norm" in s for s in result["summary"])
+    if relative:
+        headers += ["‖ΔW‖/‖W0‖", "σ1 ratio"]
     rows = []
     for s in result["summary"]:
         row: list[Any] = [
             s["label"],
-            s["kind"],
-            s["modules"],
+            s.get("kind"),
+            s.get("modules"),
+            s.get("changed_modules"),
             s["mean_top1_energy"],
             s["mean_effective_rank"],
             s["mean_stable_rank"],
+            s.get("mean_k90"),
+            s.get("mean_utilisation"),
         ]
         for o in labels:
             phi = s["mean_phi"].get(o)
             row.append("·" if phi is None else f"{_fmt(phi['left'])} / {_fmt(phi['right'])}")
+        if relative:
+            row += [s.get("mean_relative_norm"), s.get("mean_relative_spectral_norm")]
         rows.append(row)
     k = result["settings"]["top_k"]
     note = (
-        f"means over modules. top1 energy = σ1²/Σσ²; eff. rank = exp(entropy of σ/Σσ); "
-        f"stable rank = Σσ²/σ1²; φ = φ(k, k), k = min({k}, ranks of both)."
+        "means over the modules with finite, non-zero ΔW (in means); φ over the modules where "
+        "both have one. top1 energy = σ1²/Σσ²; eff. rank = exp(entropy of σ/Σσ); "
+        "stable rank = Σσ²/σ1²; k90 = smallest k with top-k energy ≥ 0.9; util. = eff. rank / "
+        f"R (adapters); φ = φ(k, k), k = min({k}, ranks of both)."
+        + (" ‖ΔW‖/‖W0‖ = mean ‖ΔW‖_F/‖W0‖_F; σ1 ratio = mean σ1(ΔW)/σ1(W0)." if relative else "")
     )
     return table(headers, rows) + "\n" + note
 
 
+def left_out(result: dict[str, Any]) -> list[str]:
+    """One line per method with unchanged (ΔW = 0) or non-finite modules: how many, which."""
+    lines = []
+    for inp in result["inputs"]:
+        rows = [m for m in result["modules"] if m["label"] == inp["label"]]
+        groups = (
+            ("unchanged (ΔW = 0)", [m["module"] for m in rows if is_unchanged(m)]),
+            ("NaN/Inf", [m["module"] for m in rows if m.get("nonfinite")]),
+        )
+        for why, names in groups:
+            if names:
+                more = f" ... (+{len(names) - 4})" if len(names) > 4 else ""
+                lines.append(
+                    f"{inp['label']}: {len(names)} of {len(rows)} modules {why}, not in the "
+                    f"means: {printable(', '.join(names[:4]))}{more}"
+                )
+    return lines
+
+
 def problems(result: dict[str, Any]) -> list[str]:
-    """Lines worth showing after the table: skipped tensors, unmatched keys, NaN modules."""
+    """Lines worth showing after the table: skipped tensors, unmatched keys, and the
+    unchanged and NaN modules left out of the means."""
     lines = []
     for label, rep in result.get("skipped", {}).items():
         if rep["skipped_1d"]:
@@ -84,17 +121,14 @@ def problems(result: dict[str, Any]) -> list[str]:
                 shown = ", ".join(keys[:3]) + (" ..." if len(keys) > 3 else "")
                 lines.append(f"{label}: {len(keys)} keys {where} (not compared): {shown}")
         lines += [f"{label}: {n}" for n in rep["notes"]]
-    for m in result["modules"]:
-        if m["nonfinite"]:
-            lines.append(f"{m['label']}: {m['module']}: ΔW has NaN/Inf (left out of the means)")
-    return lines
+    return lines + left_out(result) + base_notes(result)
 
 
 def inspect_text(reader: CheckpointReader, ranks: Sequence[RankCheck] | None = None) -> str:
     """What a checkpoint holds: kind, config, and one row per module (its structure: factored
     or dense, and why); with ``ranks`` (a full checkpoint read against its base) a numerical
     rank column and the merged-adapter verdict."""
-    infos = reader.modules()
+    infos = sorted(reader.modules(), key=lambda i: natural_key(i.module))  # block.2 < block.10
     head = [f"path:    {reader.path}", f"kind:    {reader.kind}", f"modules: {len(infos)}"]
     for key, value in sorted(reader.config.items()):
         if value not in (None, {}, [], ()):

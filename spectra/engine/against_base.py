@@ -1,4 +1,5 @@
-"""ΔW measured against the base weight W0: amplification factor and intruder dimensions.
+"""ΔW measured against the base weight W0: relative size, amplification factor and intruder
+dimensions.
 
 W0 is widened to float32 (float64 when either operand is float64) before any arithmetic.
 """
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from spectra.engine.svd import Spectrum, compute_dtype, spectrum, svd_dense
+from spectra.engine.top_singular import top_singular_value
 from spectra.errors import CheckpointMismatchError
 from spectra.update import ModuleUpdate
 
@@ -91,6 +93,45 @@ def amplification_factor(
     projected = u.T @ W0.to(dtype=dtype, device="cpu") @ v  # (r, r)
     denom = float(torch.linalg.matrix_norm(projected.double()))
     return math.inf if denom == 0.0 else delta_norm / denom
+
+
+@dataclass(frozen=True)
+class BaseNorms:
+    """The size of a base weight W0.
+
+    Attributes:
+        frobenius: ‖W0‖_F (exact, one pass, accumulated in float64).
+        spectral: σ₁(W0) = ‖W0‖₂, by block Lanczos (:func:`top_singular_value`, relative
+            tolerance ``TOP_SINGULAR_TOL``; a lower bound converging from below), not an SVD.
+    """
+
+    frobenius: float
+    spectral: float
+
+
+def base_norms(W0: torch.Tensor) -> BaseNorms:
+    """‖W0‖_F and σ₁(W0) of an (out, in) weight (NaN when W0 is not finite)."""
+    frobenius = float(torch.linalg.vector_norm(W0, dtype=torch.float64))
+    spectral = top_singular_value(W0) if math.isfinite(frobenius) else math.nan
+    return BaseNorms(frobenius=frobenius, spectral=spectral)
+
+
+def relative_norms(
+    delta_frobenius: float | None, delta_spectral: float | None, base: BaseNorms
+) -> tuple[float | None, float | None]:
+    """(‖ΔW‖_F / ‖W0‖_F, σ₁(ΔW) / σ₁(W0)): how large the update is next to the weight.
+
+    A fine-tune moves weights by a small fraction of their size; two independently trained
+    models differ by about √2 times it (‖A − B‖_F² ≈ ‖A‖_F² + ‖B‖_F² for unrelated A, B).
+    None where a norm is missing or not finite, or W0 = 0.
+    """
+
+    def ratio(num: float | None, den: float) -> float | None:
+        if num is None or not math.isfinite(num) or not math.isfinite(den) or den == 0.0:
+            return None
+        return num / den
+
+    return ratio(delta_frobenius, base.frobenius), ratio(delta_spectral, base.spectral)
 
 
 @dataclass(frozen=True)

@@ -64,3 +64,44 @@ def spectrum_histogram(
     total = counts.sum()
     dens = counts / (total * np.diff(edges)) if total else np.zeros(bins, dtype=np.float64)
     return dens, edges
+
+
+def log_spectrum_histogram(
+    spectra: Iterable[SpectrumLike], *, bins: int = 50, decades: float = 4.0
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pooled histogram of log10(σ_i / σ_1) over the non-zero values of several modules.
+
+    The log axis shows the shape of a spectrum whose values span decades (a dense update):
+    each module is normalized by its own σ_1, its non-zero values are placed on
+    [-decades, 0] (σ = σ_1 at 0). Zeros (structural or computed) have no logarithm and are
+    not counted; non-zero values below 10^-decades are counted in ``below``. Modules skipped
+    as in :func:`spectrum_histogram`.
+
+    Args:
+        spectra: :class:`Spectrum` objects, or (values (m,), structural_zeros) pairs.
+        bins: Number of equal-width bins on [-decades, 0] (the last bin includes 0).
+        decades: Width of the axis in powers of ten.
+
+    Returns:
+        (counts (bins,) int64; edges (bins + 1,) float64, in log10 units; ``below``: values
+        under the axis).
+
+    Raises:
+        ValueError: ``bins`` < 1 or ``decades`` <= 0.
+    """
+    if bins < 1 or not decades > 0:
+        raise ValueError(f"need bins >= 1 and decades > 0, got bins={bins}, decades={decades}")
+    edges = np.linspace(-float(decades), 0.0, bins + 1)
+    counts = np.zeros(bins, dtype=np.int64)
+    below = 0
+    for item in spectra:
+        values, _zeros = _values_and_zeros(item)
+        if len(values) == 0 or not bool(torch.isfinite(values).all()):
+            continue
+        ratio = normalized_spectrum(values, mode="max").numpy()
+        if ratio[0] == 0.0:  # σ_1 == 0
+            continue
+        logs = np.log10(np.clip(ratio[ratio > 0.0], None, 1.0))
+        below += int((logs < -decades).sum())
+        counts += np.histogram(logs[logs >= -decades], bins=edges)[0]
+    return counts, edges, below

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 
 from spectra.engine.device import resolve_device
-from spectra.engine.metrics import MetricValue
+from spectra.engine.metrics import ENERGY_RANKS, MetricValue, energy_rank_of
 from spectra.engine.svd import SVDResult, _svd_top, compute_dtype
 
 # Defaults of Halko et al. §4.2 / scikit-learn's randomized_svd: p = 10 extra columns, and a
@@ -113,7 +113,9 @@ def truncated_metrics(
     * ``top{j}_energy`` = Σ_{i≤j} σ_i² / T for j ≤ k (None for j > k: not known);
     * ``topr_energy`` likewise for j = r (default k);
     * ``stable_rank`` = T / σ_1²; ``frobenius_norm`` = √T; ``spectral_norm`` = σ_1;
-    * ``effective_rank``, ``spectral_entropy``, ``numerical_rank``: None (they need every σ).
+    * ``effective_rank``, ``spectral_entropy``, ``numerical_rank``, ``utilisation``: None
+      (they need every σ);
+    * ``k90``, ``k95``, ``k99``: k_τ when the top k values reach τ of T, else None.
 
     Same keys as :func:`spectra.engine.metrics.dominance_metrics`.
 
@@ -133,6 +135,7 @@ def truncated_metrics(
     out: dict[str, MetricValue] = {f"top{j}_energy": None for j in ks}
     out.update(topr_energy=None, r_for_topr=r_top, effective_rank=None, spectral_entropy=None)
     out["numerical_rank"] = None
+    out.update({key: None for key in ENERGY_RANKS}, utilisation=None)
     if not (bool(torch.isfinite(s).all()) and math.isfinite(frobenius_norm)):
         return {
             **out,
@@ -145,6 +148,7 @@ def truncated_metrics(
     if k == 0 or float(s[0]) == 0.0 or total == 0.0:
         return {
             **out,
+            **{key: 0 for key in ENERGY_RANKS},
             "stable_rank": 0.0,
             "frobenius_norm": 0.0,
             "spectral_norm": 0.0,
@@ -154,6 +158,7 @@ def truncated_metrics(
     for j in ks:
         out[f"top{j}_energy"] = min(float(cum[j - 1]), 1.0) if 1 <= j <= k else None
     out["topr_energy"] = min(float(cum[r_top - 1]), 1.0) if 1 <= r_top <= k else None
+    out.update({key: energy_rank_of(cum, tau) for key, tau in ENERGY_RANKS.items()})
     out["stable_rank"] = total / float(s[0]) ** 2
     out["frobenius_norm"] = frobenius_norm
     out["spectral_norm"] = float(s[0])

@@ -62,8 +62,9 @@ def _cross(B1: torch.Tensor, B2: torch.Tensor) -> torch.Tensor:
 
 
 def _phi(B1: torch.Tensor, B2: torch.Tensor) -> float:
-    """‖B1ᵀ B2‖_F² / min(k1, k2) for float64 orthonormal bases B1: (d, k1), B2: (d, k2)."""
-    return float(_cross(B1, B2).pow(2).sum()) / min(B1.shape[1], B2.shape[1])
+    """‖B1ᵀ B2‖_F² / min(k1, k2) for float64 orthonormal bases B1: (d, k1), B2: (d, k2),
+    clipped to [0, 1] (rounding of the orthonormality)."""
+    return min(1.0, float(_cross(B1, B2).pow(2).sum()) / min(B1.shape[1], B2.shape[1]))
 
 
 def phi_grid(U1: torch.Tensor, U2: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,8 @@ def phi_grid(U1: torch.Tensor, U2: torch.Tensor) -> torch.Tensor:
         U2: (d, j) orthonormal columns.
 
     Returns:
-        (i, j) float64 grid, entry [a-1, b-1] = φ(a, b).
+        (i, j) float64 grid, entry [a-1, b-1] = φ(a, b), clipped to [0, 1] (vectors
+        orthonormal to rounding give φ = 1 + ulp for identical subspaces).
 
     Raises:
         ValueError: Shapes do not match or columns are not orthonormal.
@@ -88,7 +90,7 @@ def phi_grid(U1: torch.Tensor, U2: torch.Tensor) -> torch.Tensor:
     C = M.cumsum(0).cumsum(1)  # (i, j)
     a = torch.arange(1, i + 1, dtype=torch.float64)[:, None]  # (i, 1)
     b = torch.arange(1, j + 1, dtype=torch.float64)[None, :]  # (1, j)
-    return C / torch.minimum(a, b)
+    return (C / torch.minimum(a, b)).clamp_(0.0, 1.0)
 
 
 def phi_grid_loop(U1: torch.Tensor, U2: torch.Tensor) -> torch.Tensor:

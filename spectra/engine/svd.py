@@ -25,30 +25,27 @@ from spectra.update import ModuleUpdate
 Backend = Literal["auto", "gram", "torch", "scipy"]
 
 # Which route computes dense singular values (no vectors), per device type and compute dtype.
-# Measured with tests/benchmarks/bench_engine.py (section c) on the project's 2-core CPU:
+# Picked by measurement: tests/benchmarks/bench_engine.py (section c) on the CPU and
+# tests/benchmarks/bench_gpu.py (section 5) on CUDA print the timings and errors of each route;
+# the measured numbers live in that output and in the docs. The rules and their reasons:
 #
-# * "gram": eigenvalues of the float64 Gram matrix (see _svdvals_gram). For float32 ΔW with
-#   n = min(out, in) up to 2304 it is 1.3-1.7x faster than float32 gesdd (1024² 73 vs 101 ms,
-#   2048² 0.41 vs 0.67 s, 2304² 0.55 vs 0.93 s, 2 threads; 5x on 2048 x 5504, which gesdd
-#   only gets to 3x by taking the tall orientation) and 30-100x more accurate (float64
-#   arithmetic). Above that MKL's sgesdd switches to a faster algorithm and wins (2560² 0.70
-#   vs 0.64 s, 3072² 1.09 vs 1.04 s, 4096² 2.38 vs 1.82 s), so larger float32 values go
-#   through gesdd (_GRAM_VALUES_MAX_N). With vectors (a top k < min(out, in)) the Gram route
-#   wins at every size measured (1.3-1.75x up to 4096², see svd_dense). For float64 ΔW it
-#   would square the condition number of a computation already in float64, so float64 keeps
-#   gesdd.
+# * "gram": eigenvalues of the float64 Gram matrix (see _svdvals_gram). For float32 ΔW it is
+#   faster than float32 gesdd up to a size (_GRAM_VALUES_MAX_N on the CPU, where MKL's sgesdd
+#   switches to a faster algorithm above it) and more accurate (float64 arithmetic). With
+#   vectors (a top k < min(out, in)) it is the faster route at every size measured (see
+#   svd_dense). For float64 ΔW it would square the condition number of a computation already
+#   in float64, so float64 keeps gesdd.
 # * "torch": LAPACK gesdd (jobz='N') through torch (MKL), always on the tall orientation:
-#   on a wide matrix torch's gesdd is 2.7-3x slower than on its transpose (same values).
-# * "scipy": gesdd through scipy (OpenBLAS): ties torch at 1 thread on square matrices, loses
-#   by 1.3-3x on 2 threads and on rectangular ones once torch is given the tall orientation.
+#   torch's gesdd is slower on a wide matrix than on its transpose (same values).
+# * "scipy": gesdd through scipy (OpenBLAS): never faster than torch given the tall
+#   orientation; kept as a forced backend and for the non-converging fallback (gesvd).
 #
-# On CUDA (tests/benchmarks/bench_gpu.py section 5, H200, torch 2.11 + CUDA 13, 7B shapes):
-# torch's default cuSOLVER driver is not accurate enough: max |Δσ|/σ₁ = 4.8e-4 in float32 (and
-# singular vectors orthonormal only to 1e-3). The QR-iteration driver gesvd is accurate (6e-8)
-# and 1.4-1.7x faster, so "torch" means driver="gesvd" on CUDA (see _cuda_driver). The float64
-# Gram route is 8.7-9.3x faster than the default and 5-7x faster than gesvd (error 3e-8), so it
-# is the CUDA route for float32 too, on GPUs with full-rate float64 (FULL_RATE_FLOAT64); the
-# others (consumer cards, float64 at 1/32-1/64 rate) keep gesvd.
+# On CUDA torch's default cuSOLVER driver is not accurate enough in float32 (singular values
+# and the orthonormality of singular vectors off by far more than float32 rounding); the
+# QR-iteration driver gesvd is accurate and faster, so "torch" means driver="gesvd" on CUDA
+# (see _cuda_driver). The float64 Gram route is faster than both and as accurate, so it is
+# the CUDA route for float32 too, on GPUs with full-rate float64 (FULL_RATE_FLOAT64); the
+# others (consumer cards, float64 at a small fraction of the float32 rate) keep gesvd.
 # Rerun the benchmarks on a new platform before changing this.
 _VALUES_ROUTE: dict[tuple[str, torch.dtype], Literal["gram", "torch", "scipy"]] = {
     ("cpu", torch.float32): "gram",
@@ -57,12 +54,12 @@ _VALUES_ROUTE: dict[tuple[str, torch.dtype], Literal["gram", "torch", "scipy"]] 
     ("cuda", torch.float64): "torch",
 }
 # Largest n = min(out, in) whose float32 singular values (no vectors) take the Gram route, per
-# device type (None: no limit). Measured crossover on the CPU, see _VALUES_ROUTE.
+# device type (None: no limit). The measured crossover on the CPU, see _VALUES_ROUTE.
 _GRAM_VALUES_MAX_N: dict[str, int | None] = {"cpu": 2304, "cuda": None}
 # Rows of ΔW widened to float64 at a time when forming the Gram matrix (bounds the extra
 # memory to GRAM_BLOCK_ROWS × n float64 plus the n × n Gram matrix, n = min(out, in)).
 GRAM_BLOCK_ROWS = 1024
-# Column panel width of the lower-triangle Gram product (256 and 512 measured alike).
+# Column panel width of the lower-triangle Gram product (wider panels measured no faster).
 GRAM_PANEL = 256
 
 # (values (m,), U (out, k) or None, V (in, k) or None)
@@ -136,7 +133,7 @@ def _tall(a: torch.Tensor) -> torch.Tensor:
 
 
 def _svdvals_scipy(a: torch.Tensor, driver: str = "gesdd") -> torch.Tensor:
-    import scipy.linalg  # here, not at the top: it costs 0.2 s of start-up, used only here
+    import scipy.linalg  # here, not at the top: a noticeable start-up cost, used only here
 
     # The copy is what gesdd overwrites (overwrite_a), never the caller's tensor.
     work = np.array(_tall(a).numpy(), order="F", copy=True)
@@ -153,7 +150,7 @@ def _svdvals_gram(a: torch.Tensor, block_rows: int = GRAM_BLOCK_ROWS) -> torch.T
     from blocks of ``block_rows`` rows widened one at a time, and σ_i = sqrt(λ_i(G)) with the
     eigenvalues from LAPACK syevd (values only). Eigenvalues of G carry an absolute error of
     about n·ε₆₄·σ₁², so σ_i has an absolute error of about n·ε₆₄·σ₁²/σ_i: below float32
-    gesdd's ε₃₂·σ₁ for every σ_i above ~1e-6·σ₁ (measured 30-100x smaller), and values below
+    gesdd's ε₃₂·σ₁ for every σ_i above ~1e-6·σ₁, and values below
     that are under the float32 input's own resolution. Negative eigenvalues (rounding of
     exact zeros) become 0.
     """
@@ -166,7 +163,7 @@ def _gram(x: torch.Tensor, block_rows: int = GRAM_BLOCK_ROWS) -> torch.Tensor:
 
     Rows are widened ``block_rows`` at a time; within a block, column panels of
     ``GRAM_PANEL`` fill G[panel, :panel end] only (diagonal blocks whole), about half the
-    flops of the full product (measured 1.4-1.5x faster). The strict upper triangle beyond
+    flops of the full product (and measured faster). The strict upper triangle beyond
     the diagonal blocks stays 0: use it only with UPLO="L" (syevd reads the lower triangle).
     """
     n = x.shape[1]
@@ -211,7 +208,7 @@ def _svd_top_gram(a: torch.Tensor, k: int) -> SVDResult | None:
 
 
 # CUDA compute capabilities whose float64 runs at half the float32 rate: the data-centre parts
-# (P100, V100, A100, H100/H200, B100/B200). Consumer cards run float64 at 1/32-1/64 of it, where
+# (P100, V100, A100, H100/H200, B100/B200). Consumer cards run float64 at a small fraction, where
 # the float64 Gram route would lose to gesvd, so they keep gesvd.
 FULL_RATE_FLOAT64 = frozenset({(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)})
 
@@ -252,7 +249,7 @@ def _svdvals(a: torch.Tensor, backend: Backend) -> torch.Tensor:
 def _svd_top(a: torch.Tensor, k: int) -> SVDResult:
     """Full thin SVD of a finite 2-D tensor (gesdd on CPU, gesvd on CUDA), keeping the top k.
 
-    Computed on the tall orientation (2x faster in torch on a wide matrix): for a wide
+    Computed on the tall orientation (faster in torch than a wide matrix): for a wide
     ``a``, aᵀ = U' S V'ᵀ gives a = V' S U'ᵀ, so U = V' and V = U'.
     """
     wide = a.shape[0] < a.shape[1]
@@ -287,10 +284,11 @@ def svd_dense(
     With ``vectors == 0`` only the singular values are computed, by the route measured
     fastest for the device, dtype and size (``_VALUES_ROUTE``): float32 ΔW goes through the
     float64 Gram matrix (faster and more accurate than float32 gesdd, see ``_svdvals_gram``)
-    on CUDA, and on the CPU up to min(out, in) = 2304; larger float32 and all float64 ΔW
+    on CUDA, and on the CPU up to min(out, in) = ``_GRAM_VALUES_MAX_N``; larger float32 and
+    all float64 ΔW
     through LAPACK gesdd (jobz='N'; gesvd on CUDA). With ``vectors > 0`` the top ``vectors``
     singular vectors are kept too: for float32 from the float64 Gram matrix's eigenvectors
-    (``_svd_top_gram``: 1.3-1.75x faster than float32 gesdd with vectors on the CPU, and
+    (``_svd_top_gram``: faster than float32 gesdd with vectors on the CPU, and
     float64-accurate) while σ_k ≥ 1e-3·σ_1, otherwise from a thin SVD (gesdd; gesvd on
     CUDA).
 

@@ -1,9 +1,12 @@
-"""Pieces every tensor container shares: the missing-key error and the file pre-checks."""
+"""Pieces every tensor container shares: the key list, the missing-key error and the file
+pre-checks."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeGuard
 
 from spectra.errors import FileFormatError, SpectraError
 
@@ -28,6 +31,41 @@ def missing_key(key: str, path: str | Path, keys: list[str]) -> MissingTensorErr
         "check the key, or that this is the file you meant",
         path=path,
         key=key,
+    )
+
+
+class SortedKeys:
+    """``keys()``, ``in`` and the missing-key check of a container whose tensor names are known
+    once it is opened (safetensors header, torch state dict, sharded weight map).
+
+    A subclass sets ``path`` and calls :meth:`_set_keys` in its constructor.
+    """
+
+    path: Path
+    _keys: list[str]
+    _key_set: frozenset[str]
+
+    def _set_keys(self, names: Iterable[str]) -> None:
+        self._keys = sorted(names)
+        self._key_set = frozenset(self._keys)
+
+    def keys(self) -> list[str]:
+        """Tensor names, sorted."""
+        return list(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._key_set
+
+    def _require(self, key: str) -> None:
+        """Raise :class:`MissingTensorError` (a few keys listed) when ``key`` is not stored."""
+        if key not in self._key_set:
+            raise missing_key(key, self.path, self._keys)
+
+
+def is_str_map(obj: object) -> TypeGuard[dict[str, str]]:
+    """True when ``obj`` is a dict of strings to strings (metadata, a weight map)."""
+    return isinstance(obj, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in obj.items()
     )
 
 

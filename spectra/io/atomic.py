@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -64,6 +65,46 @@ def _cannot_write(path: Path, e: OSError) -> SpectraError:
     else:
         why = f"{e.strerror or e}; check free space and write permission in {path.parent}"
     return SpectraError(f"cannot write the output: {why}", path=path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``path``; on success it becomes ``path``.
+
+    An existing ``path`` is moved aside, replaced, then removed, so that a failure or an
+    interrupt leaves the old directory (or none), never a half-written one, and no temporary
+    directory behind.
+
+    Raises:
+        SpectraError: The directory cannot be created or renamed into place (``path`` is a
+            file, the disk is full, no write permission).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
+    except OSError as e:
+        raise _cannot_write(path, e) from e
+    try:
+        yield tmp
+        if path.is_file():
+            raise IsADirectoryError(f"{path} is a file")
+        if path.exists():  # a directory cannot be renamed over a non-empty one
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise SpectraError(
+                f"cannot write the output directory: {e.strerror or e}; pass another --out",
+                path=path,
+            ) from e
+        raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

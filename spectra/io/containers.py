@@ -14,13 +14,21 @@ a directory                   the first present of :data:`DIRECTORY_FILES` (an H
 
 Every source has a ``description`` attribute: one line saying which file was read and how
 (which directory entry was chosen, what was unwrapped), for the user's report.
+
+:func:`save_tensors` writes the two single-file containers (safetensors, torch) with a string
+metadata map that :func:`open_tensors` reads back as ``source.metadata``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
+
 from spectra.errors import FileFormatError
+from spectra.io.atomic import atomic_path
 from spectra.io.safetensors_file import SafetensorsFile
 from spectra.io.sharded import ShardedCheckpoint
 from spectra.io.source import TensorSource
@@ -100,3 +108,35 @@ def _choose_in_directory(directory: Path) -> tuple[Path, str]:
     if len(present) > 1:
         why += f" (preferred over {', '.join(present[1:])})"
     return directory / present[0], why
+
+
+def save_tensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> Path:
+    """Write tensors and a string metadata map to one file, atomically (temporary file, then
+    rename): ``.safetensors`` keeps the map in its header, ``.pt`` / ``.pth`` / ``.bin`` a
+    torch file holding only the tensors and the ``"__metadata__"`` entry (what
+    :class:`~spectra.io.torch_file.TorchFile` reads back as ``metadata``).
+
+    Args:
+        path: Destination file; its suffix picks the container.
+        tensors: Name → tensor (moved to the CPU, made contiguous and detached first).
+        metadata: String → string map.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: Another suffix.
+    """
+    path = Path(path)
+    if path.suffix not in (SAFETENSORS_SUFFIX, ".pt", ".pth", ".bin"):
+        raise ValueError(f"{path}: use a .safetensors, .pt, .pth or .bin file name")
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta = dict(metadata)
+    with atomic_path(path) as tmp:
+        if path.suffix == SAFETENSORS_SUFFIX:
+            save_file(cpu, str(tmp), metadata=meta)
+        else:
+            torch.save({**cpu, "__metadata__": meta}, tmp)
+    return path

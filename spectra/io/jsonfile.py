@@ -5,16 +5,28 @@ interpreter's recursion limit raises :class:`RecursionError`, and an integer lit
 than 4300 digits raises a plain :class:`ValueError` (Python ≥ 3.11). It also accepts ``NaN`` /
 ``Infinity``, which are not JSON; files spectra writes never hold them, so by default they are
 refused. Every JSON file spectra reads (sharded indexes,
-``adapter_config.json``, saved results) goes through :func:`read_json`.
+``adapter_config.json``, saved results) goes through :func:`read_json`. Config and provenance
+records are written out through :func:`fields_as_json`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
 from spectra.errors import FileFormatError
+
+
+def fields_as_json(record: Any) -> dict[str, Any]:
+    """A dataclass instance's fields, in declaration order, as JSON-able values: a deep copy
+    (:func:`dataclasses.asdict`) with each tuple-valued field written as a list.
+
+    Args:
+        record: A dataclass instance whose field values are JSON types or tuples of them.
+    """
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(record).items()}
 
 
 def read_json(path: str | Path, *, what: str, fix: str, allow_nan: bool = False) -> Any:

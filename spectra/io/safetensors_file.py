@@ -8,7 +8,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from spectra.errors import FileFormatError
-from spectra.io._common import check_file, missing_key
+from spectra.io._common import SortedKeys, check_file
 
 # safetensors header dtype names → torch dtypes (the format's full list as of safetensors 0.4+).
 _DTYPES: dict[str, torch.dtype] = {
@@ -33,7 +33,7 @@ _DTYPES: dict[str, torch.dtype] = {
 _HOW_TO_FIX = "the file is truncated or not a safetensors file; download or save it again"
 
 
-class SafetensorsFile:
+class SafetensorsFile(SortedKeys):
     """A :class:`~spectra.io.source.TensorSource` over one safetensors file.
 
     The header (names, dtypes, shapes, offsets, ``__metadata__``) is parsed and validated by
@@ -51,8 +51,7 @@ class SafetensorsFile:
         try:
             # Kept open (not a ``with`` block): the handle holds the mmap that get() reads.
             self._handle = safe_open(str(self.path), framework="pt", device="cpu")
-            self._keys = sorted(self._handle.keys())
-            self._key_set = frozenset(self._keys)
+            self._set_keys(self._handle.keys())
             self.metadata: dict[str, str] = dict(self._handle.metadata() or {})
         except SafetensorError as e:
             raise FileFormatError(
@@ -64,13 +63,6 @@ class SafetensorsFile:
                 path=self.path,
             ) from e
         self.description = f"safetensors file {self.path} ({len(self._keys)} tensors)"
-
-    def keys(self) -> list[str]:
-        """Tensor names, sorted."""
-        return list(self._keys)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._key_set
 
     def shape(self, key: str) -> tuple[int, ...]:
         """Shape from the header, without reading data."""
@@ -101,7 +93,3 @@ class SafetensorsFile:
     def _slice(self, key: str):  # -> safetensors PySafeSlice (no public type)
         self._require(key)
         return self._handle.get_slice(key)
-
-    def _require(self, key: str) -> None:
-        if key not in self._key_set:
-            raise missing_key(key, self.path, self._keys)

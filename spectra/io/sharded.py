@@ -11,18 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import torch
 
 from spectra.errors import FileFormatError
-from spectra.io._common import check_file, missing_key
+from spectra.io._common import SortedKeys, check_file, is_str_map
 from spectra.io.jsonfile import read_json
 from spectra.io.source import TensorSource
 
 _INDEX_SUFFIX = ".index.json"
 
 
-class ShardedCheckpoint:
+class ShardedCheckpoint(SortedKeys):
     """A :class:`~spectra.io.source.TensorSource` over an index file and its shards.
 
     Shapes and dtypes of a shard's tensors are remembered (tuples, no data) the first time
@@ -41,8 +42,10 @@ class ShardedCheckpoint:
         """
         self.path = Path(index)
         self._open_file = open_file
-        self._weight_map, self.metadata = _read_index(self.path)
-        self._keys = sorted(self._weight_map)
+        check_file(self.path)
+        self._weight_map, meta = read_index(self.path, fix="download or save it again")
+        self.metadata = {str(k): str(v) for k, v in meta.items()}
+        self._set_keys(self._weight_map)
         _check_shards(self.path, self._weight_map)
         self._current: tuple[str, TensorSource] | None = None
         self._meta: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
@@ -50,13 +53,6 @@ class ShardedCheckpoint:
         self.description = (
             f"sharded checkpoint {self.path} ({len(self._keys)} tensors in {n} shards)"
         )
-
-    def keys(self) -> list[str]:
-        """Tensor names from the weight map, sorted."""
-        return list(self._keys)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._weight_map
 
     def shape(self, key: str) -> tuple[int, ...]:
         """Shape, from the shard's header (or mmapped tensor); no data is read."""
@@ -77,8 +73,7 @@ class ShardedCheckpoint:
 
     def _shard(self, key: str) -> TensorSource:
         """The open shard holding ``key``, opening it (and dropping the previous one) if needed."""
-        if key not in self._weight_map:
-            raise missing_key(key, self.path, self._keys)
+        self._require(key)
         name = self._weight_map[key]
         if self._current is None or self._current[0] != name:
             self._current = None  # release the previous shard before mapping the next
@@ -98,14 +93,21 @@ class ShardedCheckpoint:
         return source
 
 
-def _read_index(index: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """``weight_map`` and ``metadata`` (stringified) of an index file, validated."""
-    check_file(index)
-    data = read_json(index, what="the index", fix="download or save it again")
+def read_index(index: Path, *, fix: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """``weight_map`` and ``metadata`` (as stored; {} when absent) of an index file, every
+    shard name checked (:func:`_check_shard_name`) before any shard is opened or fetched.
+
+    Args:
+        index: The ``*.index.json`` file (a local one, or one fetched from the Hub).
+        fix: What the user should do when the file is not JSON (ends the error line).
+
+    Raises:
+        FileFormatError: Not JSON, no string-to-string ``weight_map``, or a shard name that
+            leaves the index's directory or names another index.
+    """
+    data = read_json(index, what="the index", fix=fix)
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
-    ):
+    if not is_str_map(weight_map):
         raise FileFormatError(
             "the index has no 'weight_map' object of tensor name → shard file name; "
             "is this a sharded-checkpoint index (model.safetensors.index.json)?",
@@ -114,9 +116,8 @@ def _read_index(index: Path) -> tuple[dict[str, str], dict[str, str]]:
         )
     for key, shard in sorted(weight_map.items()):
         _check_shard_name(index, key, shard)
-    meta = data.get("metadata") or {}
-    metadata = {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
-    return dict(weight_map), metadata
+    meta = data.get("metadata")
+    return dict(weight_map), dict(meta) if isinstance(meta, dict) else {}
 
 
 def _check_shard_name(index: Path, key: str, shard: str) -> None:

@@ -10,10 +10,13 @@ a pickle at all raise :class:`~spectra.errors.FileFormatError`.
 The loaded object is normalized to a flat ``{key: tensor}`` map:
 
 1. a top-level ``"__metadata__"`` string map becomes :attr:`TorchFile.metadata`;
-2. while the dict holds no tensor directly and has a ``state_dict`` / ``model`` / ``module``
-   dict entry (first of those, in that order), descend into it (training checkpoints:
-   Lightning, DeepSpeed, plain ``{"model": ..., "optimizer": ...}``); the other top-level
-   entries are ignored and named in :attr:`TorchFile.description`;
+2. while the dict holds no weight tensor directly (only dicts, non-tensor values and 0-d
+   tensors such as a saved ``loss``) and has a dict entry named in :data:`CONTAINERS` that
+   holds tensors (the first such, in that order), descend into it: training checkpoints wrap the model's
+   state dict (Lightning ``state_dict``, the PyTorch tutorial's ``model_state_dict``,
+   DeepSpeed ``module``, fairseq / timm ``model``; an EMA copy only when no other is there).
+   The container's name is thus not part of any key, and the other entries at that level
+   (optimizer, epoch, loss, …) are ignored and named in :attr:`TorchFile.description`;
 3. nested dicts of tensors are flattened with ``.`` (without recursion: a crafted file may nest
    thousands deep); non-tensor values (ints, strings, lists) are dropped; sparse, quantized and
    nested tensors are refused by key (spectra reads dense tensors);
@@ -32,9 +35,19 @@ from typing import Any
 import torch
 
 from spectra.errors import FileFormatError, UnsafeFileError
-from spectra.io._common import check_file, missing_key
+from spectra.io._common import SortedKeys, check_file, is_str_map
 
-_WRAPPERS = ("state_dict", "model", "module")
+# Dict entries a training checkpoint keeps the model's state dict in, most specific first; the
+# trained weights before an exponential moving average of them (read only when it is alone).
+CONTAINERS = (
+    "state_dict",
+    "model_state_dict",
+    "model",
+    "module",
+    "state_dict_ema",
+    "model_ema",
+    "ema",
+)
 _DDP = "module."
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format; older files are raw pickles
 # What torch's weights-only unpickler says when it refuses an object (torch 2.x messages) ...
@@ -45,7 +58,7 @@ _PICKLE_OPCODES = frozenset(op.code.encode("latin-1")[0] for op in pickletools.o
 _UNPICKLER_SAYS = "WeightsUnpickler error:"
 
 
-class TorchFile:
+class TorchFile(SortedKeys):
     """A :class:`~spectra.io.source.TensorSource` over one torch pickle file.
 
     Attributes:
@@ -60,15 +73,8 @@ class TorchFile:
         obj = _load(self.path)
         self.metadata = _metadata(obj, self.path)
         self._tensors, how = _normalize(obj, self.path)
-        self._keys = sorted(self._tensors)
+        self._set_keys(self._tensors)
         self.description = f"torch file {self.path} ({len(self._keys)} tensors{how})"
-
-    def keys(self) -> list[str]:
-        """Normalized tensor names, sorted."""
-        return list(self._keys)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._tensors
 
     def shape(self, key: str) -> tuple[int, ...]:
         """Shape of the (memory-mapped) tensor; no data is read."""
@@ -83,8 +89,7 @@ class TorchFile:
         return self._tensor(key).detach()
 
     def _tensor(self, key: str) -> torch.Tensor:
-        if key not in self._tensors:
-            raise missing_key(key, self.path, self._keys)
+        self._require(key)
         return self._tensors[key]
 
 
@@ -160,9 +165,7 @@ def _metadata(obj: Any, path: Path) -> dict[str, str]:
     meta = obj.get("__metadata__") if isinstance(obj, dict) else None
     if meta is None:
         return {}
-    if not isinstance(meta, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
-    ):
+    if not is_str_map(meta):
         raise FileFormatError(
             "the '__metadata__' entry must be a dict of strings to strings; rewrite it so",
             path=path,
@@ -181,8 +184,8 @@ def _normalize(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
         )
     notes: list[str] = []
     trail: list[str] = []
-    while not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        wrapper = next((k for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
+    while not any(isinstance(v, torch.Tensor) and v.ndim > 0 for v in obj.values()):
+        wrapper = next((k for k in CONTAINERS if _holds_tensor(obj.get(k))), None)
         if wrapper is None:
             break
         ignored = sorted(str(k) for k in obj if k not in (wrapper, "__metadata__"))
@@ -198,6 +201,19 @@ def _normalize(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
         flat = {k[len(_DDP) :]: v for k, v in flat.items()}
         notes.append("stripped the 'module.' (DDP) prefix")
     return flat, "".join(f"; {n}" for n in notes)
+
+
+def _holds_tensor(obj: Any) -> bool:
+    """True when ``obj`` is a dict with a tensor somewhere in its nested dicts (iterative)."""
+    stack = [obj] if isinstance(obj, dict) else []
+    while stack:
+        node = stack.pop()
+        for v in node.values():
+            if isinstance(v, torch.Tensor):
+                return True
+            if isinstance(v, dict):
+                stack.append(v)
+    return False
 
 
 def _flatten(obj: dict, prefix: str, out: dict[str, torch.Tensor], path: Path) -> None:

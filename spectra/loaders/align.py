@@ -28,11 +28,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spectra.errors import CheckpointMismatchError
+from spectra.errors import AdapterConfigError, CheckpointMismatchError
 from spectra.io.source import TensorSource
 from spectra.loaders.base import LoadReport
 
 _MAX_LISTED = 5  # candidates / names shown in one error message
+_WEIGHT = ".weight"
 
 
 @dataclass(frozen=True)
@@ -179,14 +180,98 @@ def _listing(items: list[str]) -> str:
 def base_modules(base: TensorSource) -> dict[str, str]:
     """The modules of a base checkpoint: module name → its ``.weight`` key.
 
-    The same tensors :class:`~spectra.loaders.full.FullReader` treats as modules (floating
-    ``*.weight`` with ndim ≥ 2; see :mod:`spectra.loaders.full`), so that adapters and full
-    fine-tunes are aligned against one list.
+    The same tensors :class:`~spectra.loaders.full.FullReader` treats as modules
+    (:func:`matrix_keys`), so that adapters and full fine-tunes are aligned against one list.
     """
-    # Imported here: spectra.loaders.full imports this module.
-    from spectra.loaders.full import _matrices
+    return {k.removesuffix(_WEIGHT): k for k in matrix_keys(base, LoadReport(), record=False)}
 
-    return {k.removesuffix(".weight"): k for k in _matrices(base, LoadReport(), record=False)}
+
+def matrix_keys(source: TensorSource, report: LoadReport, *, record: bool) -> list[str]:
+    """Keys of ``source`` that are weight matrices to analyse (the one place of this rule).
+
+    **choice**: a key ending in ``.weight`` whose tensor is floating point with ndim ≥ 2 is a
+    module, named by the key without ``.weight`` (conv kernels (out, in, kh, kw) are later
+    flattened to (out, in·kh·kw)). 1-D floating tensors (biases, norm scales) go to
+    ``report.skipped_1d``; other floating tensors with ndim ≥ 2 (``pos_embed``,
+    ``cls_token``: not a layer's weight matrix, flattening would invent a layout) and
+    non-floating tensors (``position_ids``, ``num_batches_tracked``) are skipped and counted
+    in ``report.notes``. A weight with a zero-sized dimension (e.g. (0, 8)) holds no value to
+    analyse: it is skipped, counted in ``report.notes`` and listed in ``report.skipped``.
+
+    Args:
+        source: The checkpoint's tensors.
+        report: Receives the skips when ``record``.
+        record: Record skips (the tuned / adapted side is the one reported).
+
+    Returns:
+        The module keys, in ``source.keys()`` order.
+    """
+    matrices: list[str] = []
+    other: list[str] = []
+    empty: list[str] = []
+    non_float = 0
+    keys = source.keys()  # TensorSource is not iterable
+    for key in keys:
+        dtype, shape = source.dtype(key), source.shape(key)
+        if not dtype.is_floating_point:
+            non_float += 1
+        elif len(shape) == 1:
+            report.skipped_1d.append(key)
+        elif len(shape) >= 2 and key.endswith(_WEIGHT):
+            (empty if math.prod(shape) == 0 else matrices).append(key)
+        else:
+            other.append(key)
+    if record and other:
+        report.notes.append(
+            f"skipped {len(other)} floating tensors that are not a layer's .weight matrix "
+            f"(scalars, embeddings-like parameters), e.g. {other[0]!r}"
+        )
+    if record and non_float:
+        report.notes.append(f"skipped {non_float} non-floating tensors (ids, counters)")
+    if record and empty:
+        report.skipped.update(
+            {k: f"shape {tuple(source.shape(k))} has a zero-sized dimension" for k in empty}
+        )
+        report.notes.append(
+            f"skipped {len(empty)} weights with a zero-sized dimension (no values to analyse), "
+            f"e.g. {empty[0]!r} {tuple(source.shape(empty[0]))}"
+        )
+    return matrices
+
+
+def refuse_zero_sized(source: TensorSource, keys: Iterable[str], *, path: Path) -> None:
+    """Refuse adapter factors with a zero-sized dimension (rank 0, or no channels).
+
+    **choice**: a full checkpoint's empty weight is a real (if useless) layer and is skipped
+    (:func:`matrix_keys`); an adapter's empty factor is a broken file, since no library writes
+    a rank-0 LoRA, so it is refused with one line naming the key and shape.
+
+    Raises:
+        AdapterConfigError: A key's tensor has a zero-sized dimension.
+    """
+    for key in keys:
+        shape = tuple(source.shape(key))
+        if len(shape) >= 2 and math.prod(shape) == 0:
+            raise AdapterConfigError(
+                f"this adapter factor has shape {shape}, with a zero-sized dimension (rank 0 or "
+                "no channels), so it holds no update; the file is broken: save it again",
+                path=path,
+                key=key,
+            )
+
+
+def non_float_matrix_keys(source: TensorSource) -> list[str]:
+    """Keys ending in ``.weight`` with ndim ≥ 2 whose dtype is not floating point (integer or
+    bool: quantized weights, id tables): never a module, but named when they meet a floating
+    weight of the same module in the other checkpoint."""
+    keys = source.keys()  # TensorSource is not iterable
+    return [
+        k
+        for k in keys
+        if k.endswith(_WEIGHT)
+        and len(source.shape(k)) >= 2
+        and not source.dtype(k).is_floating_point
+    ]
 
 
 def flat_shape(shape: Sequence[int]) -> tuple[int, int]:
@@ -201,6 +286,7 @@ def align_to_base(
     path: Path,
     report: LoadReport,
     hints: Mapping[str, str] | None = None,
+    skip_mismatched: bool = False,
 ) -> dict[str, str]:
     """Map adapter module names to base module names and check each ΔW shape against the base.
 
@@ -211,39 +297,60 @@ def align_to_base(
         shapes: Adapter module name → ΔW shape (out, in·kh·kw) in the base weight's layout.
         base: The base model's tensors, or None (names are kept as they are).
         path: The adapter file, named in errors.
-        report: Receives a note when names were matched by a differing prefix.
+        report: Receives a note when names were matched by a differing prefix, and the
+            modules left out by ``skip_mismatched``.
         hints: Extra text per module for a shape-mismatch error.
+        skip_mismatched: Leave out (and record, :meth:`LoadReport.skip`) modules with no base
+            weight or a different shape instead of refusing; refused still when none is left.
 
     Returns:
         Adapter module name → the name reported (the base name when a base is given; its
-        weight is ``name + ".weight"`` in the base).
+        weight is ``name + ".weight"`` in the base); modules left out are absent.
 
     Raises:
-        CheckpointMismatchError: A module has no base counterpart, or shapes differ.
+        CheckpointMismatchError: A module has no base counterpart, or shapes differ (with
+            ``skip_mismatched``: no module is left).
     """
     if base is None:
         return {name: name for name in shapes}
     base_keys = base_modules(base)
     alignment = align_modules(shapes, base_keys, path=path, base_path=base.path)
+    errors: dict[str, CheckpointMismatchError] = {}
     if alignment.unmatched:
-        raise CheckpointMismatchError(
+        first = alignment.unmatched[0]
+        errors[first] = CheckpointMismatchError(
             f"{len(alignment.unmatched)} adapted modules have no weight in the base "
-            f"({base.path}), e.g. {alignment.unmatched[0]!r}; pass the base model this adapter "
+            f"({base.path}), e.g. {first!r}; pass the base model this adapter "
             "was trained on",
             path=path,
-            key=alignment.unmatched[0],
+            key=first,
         )
+        if not skip_mismatched:
+            raise errors[first]
     note = alignment.prefix_note()
     if note:
         report.notes.append(note)
+    skipped = {name: f"no weight in the base ({base.path})" for name in alignment.unmatched}
+    mapping: dict[str, str] = {}
     for name, base_name in alignment.mapping.items():
         stored = base.shape(base_keys[base_name])
-        if flat_shape(stored) != tuple(shapes[name]):
-            raise CheckpointMismatchError(
-                f"ΔW has shape {tuple(shapes[name])} but the base weight {base_keys[base_name]!r} "
-                f"of {base.path} has shape {tuple(stored)}{(hints or {}).get(name, '')}; pass the "
-                "base model this adapter was trained on",
-                path=path,
-                key=name,
-            )
-    return alignment.mapping
+        if flat_shape(stored) == tuple(shapes[name]):
+            mapping[name] = base_name
+            continue
+        errors[name] = CheckpointMismatchError(
+            f"ΔW has shape {tuple(shapes[name])} but the base weight {base_keys[base_name]!r} "
+            f"of {base.path} has shape {tuple(stored)}{(hints or {}).get(name, '')}; pass the "
+            "base model this adapter was trained on",
+            path=path,
+            key=name,
+        )
+        if not skip_mismatched:
+            raise errors[name]
+        skipped[name] = (
+            f"ΔW shape {tuple(shapes[name])}, base weight {base_keys[base_name]!r} {tuple(stored)}"
+        )
+    if skipped and not mapping:
+        raise next(iter(errors.values()))
+    if skipped:
+        report.skip(dict(sorted(skipped.items())), why="--skip-mismatched")
+    return mapping

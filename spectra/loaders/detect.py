@@ -13,7 +13,8 @@ Order of the checks:
    refused (the metadata carries α, r, n); kohya / LyCORIS module parameters
    (``lora_down`` / ``lora_up``, ``hada_*``, ``lokr_*``) → ``"kohya"``, ``"loha"`` or
    ``"lokr"`` (:func:`spectra.loaders.kohya.kohya_kind`); PEFT or loralib LoRA factor keys
-   (``lora_A`` / ``lora_B`` / ``lora_embedding_A`` / ``_B``) → ``"lora"``, a plain LoRA state
+   (``lora_A`` / ``lora_B`` / ``lora_embedding_A`` / ``_B``, torchtune's ``lora_a`` /
+   ``lora_b``) → ``"lora"``, a plain LoRA state
    dict (:mod:`spectra.loaders.plain_lora`: its reader finds α in the metadata or the options,
    or refuses); any 2-D tensor → ``"full"``; nothing recognisable → refused.
 """
@@ -29,7 +30,7 @@ from spectra.errors import AdapterConfigError, FileFormatError, UnsupportedForma
 from spectra.io import open_tensors
 from spectra.io.jsonfile import read_json
 from spectra.io.source import TensorSource
-from spectra.loaders.kohya import kohya_kind
+from spectra.loaders.kohya_modules import kohya_kind
 from spectra.multilora.format import SUFFIX_A, is_multilora_metadata
 from spectra.update import Kind
 
@@ -65,8 +66,11 @@ _VARIANT_FIELDS = (
     "target_parameters",
 )
 
-# A LoRA factor key of PEFT or loralib (kohya's lora_down/lora_up are told apart first).
-_LORA_KEY = re.compile(r"(^|\.)(lora_A|lora_B|lora_embedding_A|lora_embedding_B)(\.|$)")
+# A LoRA factor key of PEFT, loralib or torchtune (kohya's lora_down/lora_up are told apart
+# first).
+_LORA_KEY = re.compile(
+    r"(^|\.)(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_a|lora_b)(\.|$)"
+)
 
 
 def detect_kind(path: str | Path) -> Kind:

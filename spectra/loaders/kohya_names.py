@@ -55,6 +55,7 @@ def map_kohya_names(
     path: Path,
     base_path: Path,
     report: LoadReport,
+    skip_mismatched: bool = False,
 ) -> dict[str, str]:
     """Map kohya names to base module paths (see the module docstring for the rule).
 
@@ -63,7 +64,10 @@ def map_kohya_names(
         base_shapes: base module path → its weight's flattened shape.
         path: The kohya file, named in errors.
         base_path: The base checkpoint, named in errors.
-        report: Receives a note per prefix group left out.
+        report: Receives a note per prefix group left out, and the modules
+            ``skip_mismatched`` leaves out.
+        skip_mismatched: Leave out (and record) the names of a partly matched group that match
+            no base module of their shape, instead of refusing.
 
     Returns:
         kohya name → base module path, for every name of the groups kept.
@@ -89,7 +93,12 @@ def map_kohya_names(
                 "belong to as BASE to analyse them"
             )
             continue
-        if missing:
+        if missing and skip_mismatched:
+            report.skip(
+                {n: f"no base weight of shape {shapes[n]} in {base_path}" for n in missing},
+                why="--skip-mismatched",
+            )
+        elif missing:
             raise CheckpointMismatchError(
                 f"{len(missing)} of {len(names)} {prefix or 'unprefixed'} modules have no weight "
                 f"in the base ({base_path}), e.g. {missing[0]!r}; pass the base model this "

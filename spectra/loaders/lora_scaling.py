@@ -103,7 +103,9 @@ class LoraRule:
         rank_pattern: Module pattern → r (PEFT's rule, :func:`pattern_key`).
         alpha_pattern: Module pattern → α (same rule).
         modules_to_save: Names of modules saved whole (PEFT's ``modules_to_save``).
-        use_dora: DoRA: a magnitude vector per module; ΔW needs the base weight.
+        use_dora: DoRA: a magnitude vector per module; ΔW needs the base weight. None: the
+            source does not say (file metadata without a config, ``--lora-alpha``,
+            ``--lora-scale``); the file's keys decide (magnitudes stored for every module).
     """
 
     source: str
@@ -115,7 +117,7 @@ class LoraRule:
     rank_pattern: Mapping[str, int] = field(default_factory=dict)
     alpha_pattern: Mapping[str, float] = field(default_factory=dict)
     modules_to_save: tuple[str, ...] = ()
-    use_dora: bool = False
+    use_dora: bool | None = None
 
     def __post_init__(self) -> None:
         if (self.lora_alpha is None) == (self.scale is None):

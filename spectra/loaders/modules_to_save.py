@@ -15,7 +15,7 @@ import torch
 
 from spectra.errors import CheckpointMismatchError
 from spectra.io.source import TensorSource
-from spectra.loaders.stream import TensorStream, stream_difference
+from spectra.io.stream import TensorStream, stream_difference
 
 
 def weight_difference(
@@ -23,7 +23,7 @@ def weight_difference(
 ) -> torch.Tensor:
     """W_tuned − W_base of one weight, each operand widened to ``dtype`` before subtracting.
 
-    Read through :class:`~spectra.loaders.stream.TensorStream` (one stored tensor at a time,
+    Read through :class:`~spectra.io.stream.TensorStream` (one stored tensor at a time,
     no memory map left resident), as :class:`~spectra.loaders.full.FullReader` does.
 
     Args:

@@ -15,27 +15,21 @@ where s_i ⊙ B_i scales row o of B_i by s_i[o]. ``groups = (r,)*n`` tells which
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from spectra.errors import AdapterConfigError, FileFormatError, UnsupportedFormatError
-from spectra.io import open_tensors
+from spectra.errors import AdapterConfigError, FileFormatError
 from spectra.io._common import missing_key
 from spectra.io.source import TensorSource
-from spectra.loaders.align import align_to_base
-from spectra.loaders.base import LoadOptions, LoadReport, ModuleInfo
+from spectra.loaders.align import align_to_base, refuse_zero_sized
+from spectra.loaders.base import FileReader, LoadOptions, ModuleInfo
 from spectra.loaders.lora_scaling import lora_scaling, scaling_rule_text
 from spectra.multilora.format import (
-    FORMAT_VERSION,
     SUFFIX_A,
     SUFFIX_B,
     SUFFIX_S,
     SUFFIXES,
-    MultiLoRAFileConfig,
-    is_multilora_metadata,
+    parse_file_config,
     stack_factors,
 )
 from spectra.update import Kind, ModuleUpdate
@@ -52,7 +46,7 @@ class _Module:
     shape: tuple[int, int]
 
 
-class MultiLoRAReader:
+class MultiLoRAReader(FileReader):
     """A spectra MultiLoRA file (implements CheckpointReader, kind ``"multilora"``).
 
     Only metadata, key names and shapes are read on construction; :meth:`update` reads one
@@ -72,24 +66,20 @@ class MultiLoRAReader:
 
     kind: Kind = "multilora"
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        base: TensorSource | None = None,
-        options: LoadOptions = LoadOptions(),
-    ):
-        self.path = Path(path)
-        self._options = options
-        self._source = open_tensors(self.path)
+    def _list_modules(self, base: TensorSource | None, options: LoadOptions) -> None:
         self._cfg = parse_file_config(self._source.metadata, self.path)
         self.config: dict[str, Any] = json.loads(self._cfg.to_json())
         self._scale = lora_scaling(self._cfg.lora_alpha, self._cfg.r, use_rslora=False)
-        self.report = LoadReport()
         modules = [self._module(name, keys) for name, keys in sorted(self._collect().items())]
         shapes = {m.name: m.shape for m in modules}
-        mapping = align_to_base(shapes, base, path=self.path, report=self.report)
-        self._modules = {mapping[m.name]: m for m in modules}
+        mapping = align_to_base(
+            shapes,
+            base,
+            path=self.path,
+            report=self.report,
+            skip_mismatched=options.skip_mismatched,
+        )
+        self._modules = {mapping[m.name]: m for m in modules if m.name in mapping}
 
     def modules(self) -> list[ModuleInfo]:
         """Every adapted module, sorted by (base) module name; n, r and scaling in ``detail``."""
@@ -191,81 +181,5 @@ class MultiLoRAReader:
                     path=self.path,
                     key=key,
                 )
-        return _Module(name, ka, kb, ks, (b[1], a[2]))
-
-
-def parse_file_config(metadata: Mapping[str, str], path: Path) -> MultiLoRAFileConfig:
-    """The validated ``config`` of a MultiLoRA file's metadata.
-
-    Raises:
-        FileFormatError: The metadata does not mark a spectra MultiLoRA file.
-        UnsupportedFormatError: A format version this spectra does not read.
-        AdapterConfigError: The config is not JSON, or a field is missing or invalid (named).
-    """
-    if not is_multilora_metadata(metadata):
-        raise FileFormatError(
-            "no 'format' = 'spectra.multilora' metadata: not a spectra MultiLoRA file; write it "
-            "with spectra.multilora.format.write_multilora",
-            path=path,
-        )
-    version = metadata.get("format_version")
-    if version != FORMAT_VERSION:
-        raise UnsupportedFormatError(
-            f"MultiLoRA format_version {version!r}; this spectra reads version {FORMAT_VERSION!r}: "
-            "upgrade spectra",
-            path=path,
-            key="format_version",
-        )
-    try:
-        raw = json.loads(metadata.get("config", ""))
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, huge int, nesting too deep
-        raise AdapterConfigError(
-            f"the 'config' metadata is not usable JSON ({type(e).__name__}: {e})",
-            path=path,
-            key="config",
-        ) from e
-    if not isinstance(raw, dict):
-        raise AdapterConfigError(
-            "the 'config' metadata must be a JSON object", path=path, key="config"
-        )
-    return _config_from_json(raw, path)
-
-
-def _config_from_json(raw: dict[str, Any], path: Path) -> MultiLoRAFileConfig:
-    def need(name: str, ok: bool, what: str) -> None:
-        if not ok:
-            raise AdapterConfigError(
-                f"config field {name!r} must be {what}, got {raw.get(name)!r}",
-                path=path,
-                key=f"config.{name}",
-            )
-
-    def is_int(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-    r, n, alpha, scaling = raw.get("r"), raw.get("n"), raw.get("lora_alpha"), raw.get("scaling")
-    need("r", is_int(r), "a positive integer")
-    need("n", is_int(n), "a positive integer")
-    number = isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
-    need("lora_alpha", number and math.isfinite(alpha), "a finite number")  # type: ignore[arg-type]
-    need("scaling", scaling in ("vector", "scalar"), "'vector' or 'scalar'")
-    targets = raw.get("target_modules") or []
-    need(
-        "target_modules",
-        isinstance(targets, list) and all(isinstance(t, str) for t in targets),
-        "a list of strings",
-    )
-    need(
-        "parameter_matched", isinstance(raw.get("parameter_matched", False), bool), "true or false"
-    )
-    base_model = raw.get("base_model")
-    need("base_model", base_model is None or isinstance(base_model, str), "a string or null")
-    return MultiLoRAFileConfig(
-        r=r,  # type: ignore[arg-type]
-        n=n,  # type: ignore[arg-type]
-        lora_alpha=float(alpha),  # type: ignore[arg-type]
-        scaling=scaling,  # type: ignore[arg-type]
-        target_modules=tuple(targets),
-        parameter_matched=raw.get("parameter_matched", False),
-        base_model=base_model,
-    )
+        refuse_zero_sized(self._source, (ka, kb), path=self.path)
+        return _Module(name=name, key_a=ka, key_b=kb, key_s=ks, shape=(b[1], a[2]))

@@ -19,6 +19,7 @@ from typing import Any
 
 from spectra.errors import AdapterConfigError, FileFormatError
 from spectra.io import open_tensors
+from spectra.io.jsonfile import fields_as_json
 from spectra.io.source import TensorSource
 from spectra.loaders.base import LoadOptions
 from spectra.loaders.detect import find_peft_files, peft_kind, read_adapter_config
@@ -104,18 +105,8 @@ class PeftLoraConfig:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "r": self.r,
-            "lora_alpha": self.lora_alpha,
-            "use_rslora": self.use_rslora,
-            "fan_in_fan_out": self.fan_in_fan_out,
-            "target_modules": self.target_modules,
-            "rank_pattern": dict(self.rank_pattern),
-            "alpha_pattern": dict(self.alpha_pattern),
-            "base_model_name_or_path": self.base_model_name_or_path,
-            "modules_to_save": list(self.modules_to_save),
-            "use_dora": self.use_dora,
-        }
+        """Every field, JSON-able (:func:`~spectra.io.jsonfile.fields_as_json`)."""
+        return fields_as_json(self)
 
 
 class PeftLoraReader(LoraFileReader):

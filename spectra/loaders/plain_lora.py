@@ -43,7 +43,7 @@ import torch
 
 from spectra.errors import AdapterConfigError, AmbiguousInputError
 from spectra.io import open_tensors
-from spectra.io.atomic import atomic_path
+from spectra.io.containers import save_tensors
 from spectra.io.source import TensorSource
 from spectra.loaders.base import LoadOptions
 from spectra.loaders.detect import peft_kind
@@ -176,17 +176,7 @@ def write_lora_state_dict(
     meta[META_FAN_IN_FAN_OUT] = _bool_text(fan_in_fan_out)
     if r is not None:
         meta[META_R] = str(r)
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(cpu, str(tmp), metadata=meta)
-        elif path.suffix in _TORCH_SUFFIXES:
-            torch.save({**cpu, "__metadata__": meta}, tmp)
-        else:
-            raise ValueError(f"{path}: use a .safetensors, .pt, .pth or .bin file name")
-    return path
+    return save_tensors(path, tensors, meta)
 
 
 def _config_rule(text: str, path: Path) -> LoraRule:

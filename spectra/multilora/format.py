@@ -1,5 +1,9 @@
 """The on-disk MultiLoRA format (version 1): one file holds everything needed to rebuild ΔW.
 
+This module is the format's one definition: its writer (:func:`write_multilora`) and the parser
+of its metadata (:func:`parse_file_config`), used by the loader
+(:mod:`spectra.loaders.multilora`) and by :func:`spectra.multilora.inject.load_multilora`.
+
 No public standard exists for MultiLoRA checkpoints, so spectra defines this one; the
 reference layer writes it and spectra's loader reads it.
 
@@ -28,11 +32,16 @@ left = (α/r)·[s_1 ⊙ B_1, …, s_n ⊙ B_n] (out, n·r), right = [A_1; …; A
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from spectra.errors import AdapterConfigError, FileFormatError, UnsupportedFormatError
+from spectra.io.containers import save_tensors
 
 FORMAT_NAME = "spectra.multilora"
 FORMAT_VERSION = "1"
@@ -99,21 +108,7 @@ def write_multilora(
     Returns:
         The path written.
     """
-    from spectra.io.atomic import atomic_path
-
-    path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    meta = file_metadata(config)
-    with atomic_path(path) as tmp:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(tensors, str(tmp), metadata=meta)
-        elif path.suffix in (".pt", ".pth", ".bin"):
-            torch.save({**tensors, "__metadata__": meta}, tmp)
-        else:
-            raise ValueError(f"{path}: use a .safetensors, .pt, .pth or .bin file name")
-    return path
+    return save_tensors(path, tensors, file_metadata(config))
 
 
 def stack_factors(
@@ -142,3 +137,80 @@ def stack_factors(
 def is_multilora_metadata(metadata: dict[str, str]) -> bool:
     """True when a file's metadata marks it as a spectra MultiLoRA checkpoint."""
     return metadata.get("format") == FORMAT_NAME
+
+
+def parse_file_config(metadata: Mapping[str, str], path: Path) -> MultiLoRAFileConfig:
+    """The validated ``config`` of a MultiLoRA file's metadata.
+
+    Raises:
+        FileFormatError: The metadata does not mark a spectra MultiLoRA file.
+        UnsupportedFormatError: A format version this spectra does not read.
+        AdapterConfigError: The config is not JSON, or a field is missing or invalid (named).
+    """
+    if not is_multilora_metadata(metadata):
+        raise FileFormatError(
+            "no 'format' = 'spectra.multilora' metadata: not a spectra MultiLoRA file; write it "
+            "with spectra.multilora.format.write_multilora",
+            path=path,
+        )
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"MultiLoRA format_version {version!r}; this spectra reads version {FORMAT_VERSION!r}: "
+            "upgrade spectra",
+            path=path,
+            key="format_version",
+        )
+    try:
+        raw = json.loads(metadata.get("config", ""))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, huge int, nesting too deep
+        raise AdapterConfigError(
+            f"the 'config' metadata is not usable JSON ({type(e).__name__}: {e})",
+            path=path,
+            key="config",
+        ) from e
+    if not isinstance(raw, dict):
+        raise AdapterConfigError(
+            "the 'config' metadata must be a JSON object", path=path, key="config"
+        )
+    return _config_from_json(raw, path)
+
+
+def _config_from_json(raw: dict[str, Any], path: Path) -> MultiLoRAFileConfig:
+    def need(name: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise AdapterConfigError(
+                f"config field {name!r} must be {what}, got {raw.get(name)!r}",
+                path=path,
+                key=f"config.{name}",
+            )
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    r, n, alpha, scaling = raw.get("r"), raw.get("n"), raw.get("lora_alpha"), raw.get("scaling")
+    need("r", is_int(r), "a positive integer")
+    need("n", is_int(n), "a positive integer")
+    number = isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
+    need("lora_alpha", number and math.isfinite(alpha), "a finite number")  # type: ignore[arg-type]
+    need("scaling", scaling in ("vector", "scalar"), "'vector' or 'scalar'")
+    targets = raw.get("target_modules") or []
+    need(
+        "target_modules",
+        isinstance(targets, list) and all(isinstance(t, str) for t in targets),
+        "a list of strings",
+    )
+    need(
+        "parameter_matched", isinstance(raw.get("parameter_matched", False), bool), "true or false"
+    )
+    base_model = raw.get("base_model")
+    need("base_model", base_model is None or isinstance(base_model, str), "a string or null")
+    return MultiLoRAFileConfig(
+        r=r,  # type: ignore[arg-type]
+        n=n,  # type: ignore[arg-type]
+        lora_alpha=float(alpha),  # type: ignore[arg-type]
+        scaling=scaling,  # type: ignore[arg-type]
+        target_modules=tuple(targets),
+        parameter_matched=raw.get("parameter_matched", False),
+        base_model=base_model,
+    )

@@ -20,6 +20,7 @@ from spectra.multilora.format import (
     SUFFIX_B,
     SUFFIX_S,
     MultiLoRAFileConfig,
+    parse_file_config,
     write_multilora,
 )
 from spectra.multilora.layer import MultiLoRALinear
@@ -194,10 +195,6 @@ def load_multilora(model: nn.Module, path: str | Path) -> list[str]:
         CheckpointMismatchError: Keys missing or extra, or a shape differs.
         RuntimeError: A layer is merged (unmerge first).
     """
-    # Imported here: spectra.loaders.multilora imports spectra.multilora.format, whose package
-    # __init__ imports this module.
-    from spectra.loaders.multilora import parse_file_config
-
     path = Path(path)
     source = open_tensors(path)
     layers = _require_layers(model)

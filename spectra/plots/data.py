@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from spectra.layout import natural_key
 from spectra.plots.style import method_labels
 
 
@@ -117,15 +118,23 @@ def as_grid(values: Any) -> np.ndarray:
     ).reshape(len(values), -1)
 
 
-def module_sort_key(row: dict[str, Any]) -> tuple[int, int, str, str]:
-    """Order modules by layer (unlayered last), then module type, then path."""
+def module_sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Order modules by stack, then layer (unlayered last), then module type, then path in
+    natural order (block.2 before block.10)."""
     layer = row.get("layer")
     return (
+        row.get("stack", ""),
         layer is None,
         -1 if layer is None else layer,
-        row.get("module_type", ""),
-        row["module"],
+        natural_key(row.get("module_type", "")),
+        natural_key(row["module"]),
     )
+
+
+def stacks(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Distinct ``stack`` values of ``rows`` ("" for single-stack models and older files), in
+    order of first appearance."""
+    return list(dict.fromkeys(row.get("stack", "") for row in rows))
 
 
 def ordered_modules(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -1,7 +1,9 @@
-"""Figure 5: dominance per layer — top-1 energy share and effective rank vs layer index.
+"""Figure 5: dominance per layer — top-1 energy share, effective rank and k90 vs layer index.
 
 One column per module type (``attention.self.query``, ``intermediate.dense``, ...), one line per
-method. The numbers are the analysis' per-module metrics, drawn as stored.
+method and stack (an encoder–decoder model draws its encoder and its decoder as two lines,
+told apart by their markers; never one line zigzagging across both). The numbers are the
+analysis' per-module metrics, drawn as stored.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from spectra.layout import natural_key
+from spectra.plots.data import stacks
 from spectra.plots.style import (
+    STACK_MARKERS,
     integer_ticks,
     legend_if_any,
     method_colors,
@@ -24,6 +29,7 @@ from spectra.plots.style import (
 LAYER_METRICS: tuple[tuple[str, str, bool], ...] = (
     ("top1_energy", "top-1 energy share σ₁² / Σ σᵢ²", False),
     ("effective_rank", "effective rank exp(H(σ / Σσ)) (log scale)", True),
+    ("k90", "k90: directions for 90% of ‖ΔW‖²_F (log scale)", True),
 )
 
 
@@ -37,12 +43,13 @@ def layered_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def module_types(rows: list[dict[str, Any]]) -> list[str]:
-    """Distinct module types, sorted."""
-    return sorted({row["module_type"] for row in rows})
+    """Distinct module types, in natural order."""
+    return sorted({row["module_type"] for row in rows}, key=natural_key)
 
 
 def layer_dominance_figure(result: dict[str, Any]) -> Figure | None:
-    """Top-1 energy share (row 1) and effective rank (row 2) vs layer, per module type.
+    """Top-1 energy share (row 1), effective rank (row 2) and k90 (row 3: the smallest k whose
+    top-k energy share is ≥ 0.9) vs layer, per module type.
 
     Args:
         result: Analysis result.
@@ -56,13 +63,25 @@ def layer_dominance_figure(result: dict[str, Any]) -> Figure | None:
         return None
     types = module_types(rows)
     colors, styles = method_colors(result), method_linestyles(result)
+    stack_names = stacks(rows)
+    markers = {st: STACK_MARKERS[i % len(STACK_MARKERS)] for i, st in enumerate(stack_names)}
     fig, axes = new_figure(len(LAYER_METRICS), len(types), panel_size=(3.8, 3.0))
     for col, mtype in enumerate(types):
         of_type = [r for r in rows if r["module_type"] == mtype]
         for row_i, (key, ylabel, log_y) in enumerate(LAYER_METRICS):
             ax = axes[row_i][col]
             for label in colors:
-                _metric_line(ax, of_type, label, key, color=colors[label], linestyle=styles[label])
+                for stack in stack_names:
+                    _metric_line(
+                        ax,
+                        [r for r in of_type if r.get("stack", "") == stack],
+                        label if not stack else f"{label} · {stack}",
+                        label,
+                        key,
+                        color=colors[label],
+                        linestyle=styles[label],
+                        marker=markers[stack],
+                    )
             if log_y:
                 ax.set_yscale("log")
                 plain_log_ticks(ax.yaxis)
@@ -79,8 +98,11 @@ def layer_dominance_figure(result: dict[str, Any]) -> Figure | None:
     return fig
 
 
-def _metric_line(ax: Axes, rows: list[dict[str, Any]], label: str, key: str, **style: Any) -> None:
-    """One method's ``metrics[key]`` vs layer, over ``rows`` of one module type."""
+def _metric_line(
+    ax: Axes, rows: list[dict[str, Any]], name: str, label: str, key: str, **style: Any
+) -> None:
+    """One method's ``metrics[key]`` vs layer, over ``rows`` of one module type and stack;
+    the line is called ``name``."""
     points = sorted(
         (r["layer"], r["metrics"][key])
         for r in rows
@@ -88,4 +110,4 @@ def _metric_line(ax: Axes, rows: list[dict[str, Any]], label: str, key: str, **s
     )
     if points:
         xs, ys = zip(*points, strict=True)
-        ax.plot(xs, ys, marker="o", markersize=3, label=label, **style)
+        ax.plot(xs, ys, markersize=3, label=name, **style)

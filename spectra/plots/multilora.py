@@ -21,9 +21,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from spectra.diagnose import mean_off_diagonal
-from spectra.plots.data import as_grid, module_sort_key, nanmean_padded
+from spectra.plots.data import as_grid, module_sort_key, nanmean_padded, stacks
 from spectra.plots.style import (
     HEATMAP_CMAP,
+    STACK_MARKERS,
     empty_panel,
     integer_ticks,
     legend_if_any,
@@ -97,18 +98,23 @@ def _per_layer_collapse(ax: Axes, rows: list[dict[str, Any]], label: str, color:
     if not layered:
         empty_panel(ax, "no layer index in the module names")
         return
+    stack_names = stacks(layered)
     for (key, side), style in zip(_SIDES, ("-", "--"), strict=True):
-        by_layer: dict[int, list[float]] = defaultdict(list)
-        for r in layered:
-            value = mean_off_diagonal(r["multilora"][key])
-            if value is not None:
-                by_layer[r["layer"]].append(value)
-        if by_layer:
-            layers = sorted(by_layer)
-            means = [float(np.mean(by_layer[layer])) for layer in layers]
-            ax.plot(
-                layers, means, marker="o", markersize=3, color=color, linestyle=style, label=side
-            )
+        for i, stack in enumerate(stack_names):  # one line per stack: layer 3 of the encoder
+            by_layer: dict[int, list[float]] = defaultdict(list)  # is not layer 3 of the decoder
+            for r in layered:
+                value = mean_off_diagonal(r["multilora"][key])
+                if value is not None and r.get("stack", "") == stack:
+                    by_layer[r["layer"]].append(value)
+            if by_layer:
+                layers = sorted(by_layer)
+                means = [float(np.mean(by_layer[layer])) for layer in layers]
+                marker = STACK_MARKERS[i % len(STACK_MARKERS)]
+                name = side if not stack else f"{side} · {stack}"
+                ax.plot(
+                    layers, means, marker=marker, markersize=3, color=color, linestyle=style,
+                    label=name,
+                )  # fmt: skip
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("layer index")
     ax.set_ylabel("mean off-diagonal φ")

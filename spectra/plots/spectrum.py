@@ -19,7 +19,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from spectra.engine.histogram import spectrum_histogram
+from spectra.engine.histogram import log_spectrum_histogram, spectrum_histogram
 from spectra.engine.metrics import cumulative_energy, normalized_spectrum
 from spectra.plots.data import (
     factored_rank,
@@ -37,10 +37,15 @@ from spectra.plots.style import (
 
 Show = Literal["median", "modules"]
 _QUARTILES = (0.25, 0.5, 0.75)
+_LOG_DECADES = 4.0  # the log σ axis of the histogram: [-4, 0] in log10(σ/σ₁)
 
 
 def spectrum_histogram_figure(
-    result: dict[str, Any], *, bins: int = 50, log_counts: bool = True
+    result: dict[str, Any],
+    *,
+    bins: int = 50,
+    log_counts: bool = True,
+    axis: Literal["linear", "log"] = "linear",
 ) -> Figure:
     """Histogram of σ/σ_1 over the full spectrum of every module, one series per method.
 
@@ -53,6 +58,10 @@ def spectrum_histogram_figure(
         result: Analysis result (``spectra.analysis.analyze``).
         bins: Number of equal-width bins on [0, 1].
         log_counts: Log-scale count axis (the ends of a LoRA spectrum dwarf the middle).
+        axis: ``"linear"``: σ/σ₁ on [0, 1], structural zeros in the first bin (the paper's
+            axis). ``"log"``: log10(σ/σ₁) on [-4, 0], non-zero values only
+            (:func:`spectra.engine.histogram.log_spectrum_histogram`), which shows the shape
+            of a spectrum spanning decades.
 
     Returns:
         The figure: one ``stairs`` artist per method with modules to show.
@@ -64,7 +73,10 @@ def spectrum_histogram_figure(
         if not rows:
             continue
         pairs = [(values_tensor(r), int(r.get("structural_zeros", 0))) for r in rows]
-        counts, edges = spectrum_histogram(pairs, bins=bins)
+        if axis == "log":
+            counts, edges, _below = log_spectrum_histogram(pairs, bins=bins, decades=_LOG_DECADES)
+        else:
+            counts, edges = spectrum_histogram(pairs, bins=bins)
         ax.stairs(
             np.asarray(counts, dtype=np.float64),
             np.asarray(edges, dtype=np.float64),
@@ -75,10 +87,15 @@ def spectrum_histogram_figure(
         )
     if log_counts:
         ax.set_yscale("log")
-    ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel("σ / σ₁ (singular value over the module's largest)")
+    if axis == "log":
+        ax.set_xlim(-_LOG_DECADES, 0.0)
+        ax.set_xlabel("log10(σ / σ₁) (non-zero singular values)")
+        ax.set_title("Histogram of the non-zero spectrum of ΔW, log σ axis")
+    else:
+        ax.set_xlim(0.0, 1.0)
+        ax.set_xlabel("σ / σ₁ (singular value over the module's largest)")
+        ax.set_title("Histogram of the full spectrum of ΔW, structural zeros included")
     ax.set_ylabel("count (pooled over modules" + (", log scale)" if log_counts else ")"))
-    ax.set_title("Histogram of the full spectrum of ΔW, structural zeros included")
     legend_if_any(ax, title="method")
     return fig
 

@@ -102,9 +102,17 @@ def empty_panel(ax: Axes, message: str) -> None:
 
 
 def short_module_label(row: dict[str, Any]) -> str:
-    """``L3 attention.self.query`` for a layered module, else the module path."""
+    """``L3 attention.self.query`` for a layered module (``decoder L3 ...`` in a model with
+    several stacks), else the module path."""
     layer = row.get("layer")
-    return row["module"] if layer is None else f"L{layer} {row.get('module_type', '')}"
+    if layer is None:
+        return row["module"]
+    stack = row.get("stack", "")
+    return f"{stack + ' ' if stack else ''}L{layer} {row.get('module_type', '')}"
+
+
+# one marker per stack in per-layer figures (color and line style stay the method's)
+STACK_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def integer_ticks(*axes: Axis) -> None:

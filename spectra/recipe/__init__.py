@@ -16,7 +16,7 @@ Typical use::
 from spectra.recipe.config import METHODS, RecipeConfig
 from spectra.recipe.deps import MissingDependencyError
 from spectra.recipe.files import write_torch_state_dict
-from spectra.recipe.run import RecipeResult, run_recipe
+from spectra.recipe.run import RecipeResult, run_recipe, write_base
 
 __all__ = [
     "METHODS",
@@ -24,5 +24,6 @@ __all__ = [
     "RecipeConfig",
     "RecipeResult",
     "run_recipe",
+    "write_base",
     "write_torch_state_dict",
 ]

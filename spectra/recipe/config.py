@@ -19,23 +19,29 @@ Method = Literal["full", "lora", "multilora"]
 METHODS: tuple[Method, ...] = ("full", "lora", "multilora")
 
 # Bump when a code change alters what a run produces, so that cached runs are not reused.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 
-# Fields that change how fast a run goes, not what it produces; left out of the settings hash.
-_UNHASHED = ("num_threads", "device")
+# Fields that change where a run goes, not what it produces; left out of the settings hash.
+# num_threads is hashed: torch's CPU kernels sum per-thread partial results (LayerNorm's weight
+# and bias gradients, the backward of attention with dropout), so the thread count changes the
+# last bits of the gradients at the first step, and those differences grow over training.
+_UNHASHED = ("device",)
 
 
 @dataclass(frozen=True)
 class RecipeConfig:
     """What the recipe trains, on what data, for how long.
 
-    The defaults train all three methods in about 6–7 minutes on two CPU cores;
+    The defaults train all three methods in about 10 minutes on one CPU core;
     :meth:`quick` is a plumbing-sized run (well under a minute) used by the test suite.
     """
 
     # -- reproducibility and hardware --------------------------------------------------------
     seed: int = 0  # seeds the data split, the batch order, head and adapter initialisation
-    num_threads: int | None = None  # torch.set_num_threads; None = every core this process may use
+    # torch.set_num_threads while training. Runs are bitwise reproducible only at the same
+    # thread count (and CPU type, library versions); 1 is the reproducible default, and for
+    # these small batches not slower than 2. None = every core this process may use.
+    num_threads: int | None = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto": CUDA when available, else CPU
 
     # -- data ---------------------------------------------------------------------------------
@@ -73,8 +79,16 @@ class RecipeConfig:
     # True: each MultiLoRA module has rank lora_r / n (2 at the defaults), so MultiLoRA trains the
     # same number of factor parameters as the LoRA it is compared with (plus n·out scalings).
     multilora_parameter_matched: bool = True
-    multilora_scaling: Literal["vector", "scalar"] = "vector"  # s_i per output channel or scalar
+    # s_i learned per output channel ("vector"), one learned number per module ("scalar"), or
+    # "none": fixed s_i = 1, not trained (needs multilora_init="lora", else ΔW ≠ 0 at step 0)
+    multilora_scaling: Literal["vector", "scalar", "none"] = "vector"
+    # "multilora": A_i, B_i Kaiming-uniform, s_i = 0 (the reference layer's initialisation);
+    # "lora": A_i Kaiming-uniform, B_i = 0, s_i = 1 (LoRA's B = 0 rule; an ablation arm)
+    multilora_init: Literal["multilora", "lora"] = "multilora"
     methods: tuple[Method, ...] = METHODS  # which methods to train, in this order
+    # intermediate checkpoints per method, evenly spaced, the last at the final step, written as
+    # checkpoints/<method>/checkpoint-<step>/ (an HF Trainer output folder); 0 = none
+    snapshots: int = 8
 
     def __post_init__(self) -> None:
         _check_positive(self, ("n_train_per_task", "n_test_per_task", "max_length", "steps"))
@@ -100,6 +114,28 @@ class RecipeConfig:
             )
         if not self.target_modules:
             raise OptionError("name at least one module pattern", key="target_modules")
+        self._check_multilora_variant()
+        if not 0 <= self.snapshots <= self.steps:
+            raise OptionError(
+                f"must be in [0, steps={self.steps}], got {self.snapshots}", key="snapshots"
+            )
+
+    def _check_multilora_variant(self) -> None:
+        if self.multilora_scaling not in ("vector", "scalar", "none"):
+            raise OptionError(
+                f"use 'vector', 'scalar' or 'none', got {self.multilora_scaling!r}",
+                key="multilora_scaling",
+            )
+        if self.multilora_init not in ("multilora", "lora"):
+            raise OptionError(
+                f"use 'multilora' or 'lora', got {self.multilora_init!r}", key="multilora_init"
+            )
+        if self.multilora_scaling == "none" and self.multilora_init != "lora":
+            raise OptionError(
+                "fixed scaling (s_i = 1) with MultiLoRA's initialisation (B_i ≠ 0) makes ΔW ≠ 0 "
+                "at step 0; use multilora_init='lora' with multilora_scaling='none'",
+                key="multilora_scaling",
+            )
 
     @classmethod
     def quick(cls, **overrides: object) -> RecipeConfig:
@@ -115,14 +151,24 @@ class RecipeConfig:
             "steps": 12,
             "batch_per_task": 4,
             "probe_steps": 50,
+            "snapshots": 2,
         }
         return cls(**{**small, **overrides})  # type: ignore[arg-type]
+
+    def snapshot_steps(self) -> tuple[int, ...]:
+        """Steps after which each method's intermediate checkpoint is written.
+
+        step_i = round(i · steps / snapshots), i = 1..snapshots (the last is ``steps``);
+        duplicates (more snapshots than steps allow) collapse.
+        """
+        n = self.snapshots
+        return tuple(sorted({round(i * self.steps / n) for i in range(1, n + 1)})) if n else ()
 
     def settings_hash(self) -> str:
         """SHA-256 (hex, 16 chars) of every setting that changes what a run produces.
 
-        ``num_threads`` and ``device`` are left out: they change speed (and float rounding),
-        not the experiment.
+        ``device`` is left out (a CUDA run is not bitwise a CPU run either; the log records
+        the device). ``num_threads`` is in: it changes the floating-point result.
         """
         d = {k: v for k, v in dataclasses.asdict(self).items() if k not in _UNHASHED}
         d["recipe_version"] = RECIPE_VERSION

@@ -6,17 +6,14 @@ never half-written; ``log.json`` is written last, so a run counts as complete on
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from spectra.io.atomic import atomic_path
+from spectra.io.atomic import atomic_dir, atomic_path
 
 # Where each method's encoder goes, relative to the output folder (lora: a PEFT folder).
 ENCODER_FILES: dict[str, str] = {
@@ -32,6 +29,10 @@ ENCODER_PT_FILES: dict[str, str] = {
     "lora": "lora.pt",
     "multilora": "multilora.pt",
 }
+
+
+# Intermediate checkpoints: <out>/checkpoints/<method>/checkpoint-<step>/
+SNAPSHOT_DIR = "checkpoints"
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -79,31 +80,29 @@ def write_peft_adapter(peft_model: torch.nn.Module, dest: Path) -> Path:
     The result is a genuine PEFT adapter folder (``adapter_config.json`` +
     ``adapter_model.safetensors``) that ``peft.PeftModel.from_pretrained`` loads.
     """
-    with _atomic_dir(dest) as tmp:
+    with atomic_dir(dest) as tmp:
         peft_model.save_pretrained(str(tmp))  # type: ignore[operator]
     return dest
 
 
-@contextlib.contextmanager
-def _atomic_dir(dest: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it replaces ``dest`` (old one removed)."""
+def link_or_copy(src: Path, dest: Path) -> Path:
+    """``dest`` becomes a hard link to ``src`` (a copy where links cannot cross file systems),
+    atomically: a temporary name beside ``dest``, then a rename.
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    umask = os.umask(0)  # read the umask (there is no getter) and put it back
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the result is an ordinary folder
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dest.exists():  # a folder cannot be renamed over a non-empty one: move the old aside
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
+        os.link(src, tmp)
+    except OSError as e:
+        if not Path(src).is_file():
+            raise FileNotFoundError(f"{src}: no such file to link") from e
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dest)
+    return dest
 
 
 def write_json(path: Path, data: dict[str, object]) -> Path:

@@ -5,7 +5,8 @@ Top-level fields: ``format``, ``complete``, ``settings_hash``, ``settings`` (the
 ``tasks`` (labels, split sizes, data source, chance level), ``accuracy`` (row → task →
 held-out accuracy; rows ``chance``, ``before``, then each method), ``methods`` (per method: the
 mean loss per step, per-task loss per step, encoder learning rate, trainable encoder
-parameters, adapted modules, wall and CPU time), ``wall_s``, ``files`` (name → path relative to the
+parameters, adapted modules, wall and CPU time, ``snapshots``: the intermediate checkpoint
+folders in step order), ``wall_s``, ``files`` (name → path relative to the
 output folder), ``versions`` (Python and the libraries involved) and ``created_utc``.
 """
 
@@ -51,9 +52,11 @@ def method_entry(
     encoder_lr: float,
     trainable: int,
     adapted: Sequence[str],
+    snapshots: Sequence[str] = (),
 ) -> dict[str, object]:
     """One method's block of ``log.json["methods"]``."""
     return {
+        "snapshots": list(snapshots),
         "loss": [_sig(x) for x in stats.loss],
         "task_loss": {k: [_sig(x) for x in v] for k, v in stats.task_loss.items()},
         "accuracy": acc,
@@ -138,5 +141,9 @@ def read_complete_log(out_dir: Path, settings_hash: str) -> dict | None:
     if log.get("complete") is not True or log.get("settings_hash") != settings_hash:
         return None
     if not all((out_dir / rel).exists() for rel in log.get("files", {}).values()):
+        return None
+    methods = log.get("methods", {})
+    snapshots = [rel for entry in methods.values() for rel in entry.get("snapshots", [])]
+    if not all((out_dir / rel).exists() for rel in snapshots):
         return None
     return log

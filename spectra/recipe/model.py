@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from spectra.errors import OptionError
+from spectra.multilora import MultiLoRAConfig, inject_multilora, mark_only_multilora_trainable
 from spectra.recipe.config import RecipeConfig
 from spectra.recipe.deps import package_file, require_module
 
@@ -159,16 +160,18 @@ def prepare_lora(model: MultiTaskModel, config: RecipeConfig) -> list[str]:
     )
 
 
-def multilora_config(config: RecipeConfig) -> object:
-    """The reference layer's ``MultiLoRAConfig`` for this recipe (α, targets shared with LoRA)."""
-    from spectra.multilora import MultiLoRAConfig
+def multilora_config(config: RecipeConfig) -> MultiLoRAConfig:
+    """The reference layer's ``MultiLoRAConfig`` for this recipe (α, targets shared with LoRA).
 
+    ``multilora_scaling="none"`` is the layer's ``"scalar"`` shape held fixed at 1 (see
+    :func:`prepare_multilora`), so its files are ordinary scalar-scaling MultiLoRA files.
+    """
     return MultiLoRAConfig(
         r=config.lora_r,
         n=config.multilora_n,
         lora_alpha=config.lora_alpha,
         lora_dropout=0.0,
-        scaling=config.multilora_scaling,
+        scaling="scalar" if config.multilora_scaling == "none" else config.multilora_scaling,
         parameter_matched=config.multilora_parameter_matched,
         target_modules=config.target_modules,
     )
@@ -180,11 +183,27 @@ def prepare_multilora(model: MultiTaskModel, config: RecipeConfig) -> list[str]:
     Returns:
         The adapted module paths (relative to the encoder), sorted.
     """
-    from spectra.multilora import inject_multilora, mark_only_multilora_trainable
-
     names = inject_multilora(model.encoder, multilora_config(config))
     mark_only_multilora_trainable(model.encoder)
+    if config.multilora_init == "lora":
+        _lora_style_init(model.encoder, fixed_scaling=config.multilora_scaling == "none")
     return sorted(names)
+
+
+def _lora_style_init(encoder: nn.Module, *, fixed_scaling: bool) -> None:
+    """Ablation: LoRA's initialisation inside the MultiLoRA layer, B_i = 0 and s_i = 1.
+
+    A_i keep the layer's Kaiming-uniform draw; ΔW = 0 at step 0 then comes from B_i = 0 (as
+    in LoRA) instead of s_i = 0. With ``fixed_scaling`` the s_i stay 1 and are not trained.
+    """
+    for name, param in encoder.named_parameters():
+        if name.endswith("multilora_B"):
+            with torch.no_grad():
+                param.zero_()
+        elif name.endswith("multilora_scaling"):
+            with torch.no_grad():
+                param.fill_(1.0)
+            param.requires_grad_(not fixed_scaling)
 
 
 def planned_targets(encoder: nn.Module, config: RecipeConfig) -> list[str]:

@@ -9,6 +9,7 @@ Output folder (names relative to ``out_dir``):
 ``lora/``                  the PEFT adapter folder written by ``save_pretrained``
 ``multilora.safetensors``  the spectra MultiLoRA format, from the reference layer
 ``heads/<method>.safetensors``  each method's task heads (kept out of the encoder files)
+``checkpoints/<method>/``  ``checkpoint-<step>/`` intermediate checkpoints (``snapshots``)
 ``log.json``               settings and their hash, losses, accuracies, times, versions
 =========================  ==============================================================
 
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,10 @@ from pathlib import Path
 
 import torch
 
-from spectra.errors import OptionError
+from spectra.engine.device import resolve_device
+from spectra.loaders.plain_lora import write_lora_state_dict
+from spectra.multilora import save_multilora
+from spectra.parallel import available_cores
 from spectra.recipe import files
 from spectra.recipe.config import Method, RecipeConfig
 from spectra.recipe.data import TaskData, build_tasks
@@ -118,6 +122,7 @@ def run_recipe(
     *,
     progress: Progress | None = None,
     reuse: bool = True,
+    base_from: Path | None = None,
 ) -> RecipeResult:
     """Fine-tune all-MiniLM-L6-v2 on the task mix with each method; write the checkpoints.
 
@@ -127,6 +132,9 @@ def run_recipe(
         progress: Called with one-line messages (phase, step counts per method, accuracies).
         reuse: When ``out_dir`` holds a complete run whose ``log.json`` has the same settings
             hash, return it without training.
+        base_from: A folder already holding this recipe's ``base.safetensors`` and ``base.pt``
+            (:func:`write_base`): hard-link them (copy across file systems) instead of writing
+            them again. Many runs of one study share one base this way.
 
     Returns:
         The paths written and the accuracy table.
@@ -143,17 +151,19 @@ def run_recipe(
         return _result_from_log(out_dir, log, reused=True)
     (out_dir / LOG_NAME).unlink(missing_ok=True)  # the folder no longer holds a complete run
     with _torch_threads(config.num_threads) as threads:
-        log = _train_all(config, out_dir, say, threads)
+        log = _train_all(config, out_dir, say, threads, base_from)
     files.write_json(out_dir / LOG_NAME, log)
     return _result_from_log(out_dir, log, reused=False)
 
 
-def _train_all(config: RecipeConfig, out_dir: Path, say: Progress, threads: int) -> dict:
+def _train_all(
+    config: RecipeConfig, out_dir: Path, say: Progress, threads: int, base_from: Path | None
+) -> dict:
     """Load, write the base, probe, train each method; return the log (not yet written)."""
     t0 = time.perf_counter()
     wall: dict[str, float] = {}
     say(f"loading {BASE_MODEL_NAME} and building the task mix")
-    run = _setup(config, out_dir, say)
+    run = _setup(config, out_dir, say, base_from)
     wall["load"] = time.perf_counter() - t0
     t = time.perf_counter()
     say("before: linear probe on the frozen base encoder")
@@ -173,17 +183,36 @@ def _train_all(config: RecipeConfig, out_dir: Path, say: Progress, threads: int)
     return build_log(config, run.tasks, before, entries, wall, run.device, threads)
 
 
-def _setup(config: RecipeConfig, out_dir: Path, say: Progress) -> _Run:
-    device = _resolve_device(config.device)
+@functools.lru_cache(maxsize=1)
+def _pretrained() -> tuple[object, torch.nn.Module]:
+    """:func:`load_base`, once per process: runs deep-copy the encoder and never change it."""
+    return load_base()
+
+
+def write_base(out_dir: Path) -> tuple[Path, Path]:
+    """The pretrained encoder as the recipe's ``base.safetensors`` and ``base.pt`` in ``out_dir``.
+
+    Returns:
+        (safetensors path, torch path).
+    """
+    base = _pretrained()[1].state_dict()  # pooler excluded (see model.py); float32
+    meta = {"base_model": BASE_MODEL_NAME, "pooling": "mean"}
+    st = files.write_safetensors(Path(out_dir) / "base.safetensors", base, meta)
+    return st, files.write_torch_state_dict(Path(out_dir) / "base.pt", base)
+
+
+def _setup(config: RecipeConfig, out_dir: Path, say: Progress, base_from: Path | None) -> _Run:
+    device = resolve_device(config.device)
     tasks = build_tasks(config)
-    tokenizer, encoder = load_base()
+    tokenizer, encoder = _pretrained()
     adapters = {"lora", "multilora"} & set(config.methods)
     targets = planned_targets(encoder, config) if adapters else []  # fail before training
-    base = encoder.state_dict()  # pooler excluded (see model.py); float32
-    meta = {"base_model": BASE_MODEL_NAME, "pooling": "mean"}
-    files.write_safetensors(out_dir / "base.safetensors", base, meta)
-    files.write_torch_state_dict(out_dir / "base.pt", base)
-    say(f"wrote base.safetensors and base.pt ({len(base)} tensors); device {device}")
+    if base_from is None:
+        write_base(out_dir)
+    else:
+        for name in ("base.safetensors", "base.pt"):
+            files.link_or_copy(Path(base_from) / name, out_dir / name)
+    say(f"base.safetensors and base.pt in {out_dir}; device {device}")
     train_data, test_data = encode_tasks(tokenizer, tasks, config.max_length)
     sizes = {name: len(d.ids) for name, d in train_data.items()}
     schedule = batch_schedule(sizes, config.steps, config.batch_per_task, config.seed)
@@ -216,16 +245,48 @@ def _train_method(method: Method, run: _Run) -> dict:
         check_same_targets(run.targets, targets)
     lr = config.lr_full if method == "full" else config.lr_adapter
     model.to(run.device)
+    snapshots: list[str] = []
+
+    def after_step(step: int) -> None:
+        if step in config.snapshot_steps():
+            rel = f"{files.SNAPSHOT_DIR}/{method}/checkpoint-{step}"
+            _save_snapshot(method, model, run, run.out_dir / rel)
+            snapshots.append(rel)
+
     stats = train(
         model, lr, run.train, run.schedule, config,
         pad_id=run.pad_id, device=run.device, label=method, progress=run.progress,
+        after_step=after_step,
     )  # fmt: skip
     acc = accuracy(model, run.test, **run.eval_kwargs())
     run.progress(
         f"{method}: held-out accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
     )
     _save_method(method, model, run)
-    return method_entry(stats, acc, lr, n_trainable_encoder(model), targets)
+    return method_entry(stats, acc, lr, n_trainable_encoder(model), targets, snapshots)
+
+
+def _save_snapshot(method: Method, model: MultiTaskModel, run: _Run, dest: Path) -> None:
+    """One intermediate checkpoint, laid out as an HF Trainer ``checkpoint-<step>/`` folder:
+    the PEFT adapter files (LoRA); ``model.safetensors`` in the MultiLoRA format (its metadata
+    says so; the folder's weights file keeps the name every reader looks for); or
+    ``model.safetensors`` + ``config.json`` of the encoder (full fine-tuning, the same keys as
+    ``base.safetensors``)."""
+    if method == "lora":
+        files.write_peft_adapter(model.encoder, dest)
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    if method == "full":
+        state = model.encoder.state_dict()
+        files.write_safetensors(dest / "model.safetensors", state, {"format": "pt"})
+        model.encoder.config.save_pretrained(str(dest))  # config.json
+    else:
+        save_multilora(
+            model.encoder,
+            dest / "model.safetensors",
+            multilora_config(run.config),
+            base_model=BASE_MODEL_NAME,
+        )
 
 
 def _save_method(method: Method, model: MultiTaskModel, run: _Run) -> None:
@@ -238,16 +299,12 @@ def _save_method(method: Method, model: MultiTaskModel, run: _Run) -> None:
     elif method == "lora":
         from peft import get_peft_model_state_dict
 
-        from spectra.loaders.plain_lora import write_lora_state_dict
-
         files.write_peft_adapter(model.encoder, dest)
         write_lora_state_dict(
             dest_pt, get_peft_model_state_dict(model.encoder),
             lora_alpha=run.config.lora_alpha, r=run.config.lora_r,
         )  # fmt: skip
     else:
-        from spectra.multilora import save_multilora
-
         for path in (dest, dest_pt):
             save_multilora(
                 model.encoder, path, multilora_config(run.config), base_model=BASE_MODEL_NAME
@@ -268,21 +325,6 @@ def _result_from_log(out_dir: Path, log: dict, *, reused: bool) -> RecipeResult:
         reused=reused,
         methods=tuple(log["methods"]),
     )
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise OptionError("CUDA is not available here; use device='cpu' or 'auto'", key="device")
-    return torch.device(device)
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 @contextlib.contextmanager

@@ -151,6 +151,7 @@ def train(
     device: torch.device,
     label: str,
     progress: Progress | None = None,
+    after_step: Callable[[int], None] | None = None,
 ) -> TrainStats:
     """Train ``model`` (its trainable parameters, and the heads) along ``schedule``.
 
@@ -164,6 +165,8 @@ def train(
         device: Where the model is.
         label: Method name, for progress messages.
         progress: Called with a line about every tenth of the steps.
+        after_step: Called with the number of steps done after every optimizer step (the
+            recipe saves its intermediate checkpoints here); it must not touch the model.
     """
     optimizer, scheduler = make_optimizer(model, encoder_lr, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -180,6 +183,8 @@ def train(
         nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
+        if after_step is not None:
+            after_step(step + 1)
         loss_curve.append(loss.item())
         for name, value in losses.items():
             task_curves[name].append(value.item())

@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 from spectra.diagnose import Diagnosis, Thresholds, diagnose
 from spectra.io.atomic import write_text_atomic
 from spectra.plots import FIGURES, all_figures, method_colors, render_figure
-from spectra.report.tables import Table, all_tables, display_cell, write_tables
 from spectra.results import save_result
+from spectra.tables import Table, all_tables, display_cell, write_tables
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -40,7 +40,10 @@ details { margin-bottom: 1.5em; } summary { cursor: pointer; font-weight: bold; 
 _NORMALIZATION_NOTE = (
     "Normalizations: top-k energy share = Σ_{i≤k} σ_i² / Σ σ_i²; effective rank = exp(−Σ p log p),"
     " p = σ/Σσ; stable rank = Σσ² / σ_1²; spectral entropy = −Σ q log q / log m, q = σ²/Σσ²;"
-    " φ(i, j) = ‖U_iᵀ U_j‖_F² / min(i, j); φ(k, k) in the summary is the last cell of each grid."
+    " φ(i, j) = ‖U_iᵀ U_j‖_F² / min(i, j); φ(k, k) in the summary is the last cell of each grid;"
+    " k90/k95/k99 = smallest k with top-k energy share ≥ 0.90/0.95/0.99 (full spectrum);"
+    " utilisation = effective rank / R (adapters). Summary means are over the changed modules"
+    " (finite, ΔW ≠ 0: changed_modules); unchanged and non-finite modules are counted beside."
 )
 
 

@@ -77,6 +77,71 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> Ckpts:
     )
 
 
+@dataclass(frozen=True)
+class Adapters:
+    """Adapters of the tiny BERT of :func:`ckpts` in the formats that need no base, plus one
+    folder holding two of them. ``delta`` holds ΔW = s·B·A per (file, module), float64, formed
+    here from the stored factors (the independent answer)."""
+
+    plain: Path
+    kohya: Path
+    loha: Path
+    folder: Path
+    delta: dict[tuple[str, str], torch.Tensor]
+
+
+def _kohya_name(module: str) -> str:
+    return "lora_te_" + module.replace(".", "_")
+
+
+@pytest.fixture(scope="session")
+def adapters(ckpts: Ckpts, tmp_path_factory: pytest.TempPathFactory) -> Adapters:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from spectra.loaders import write_lora_state_dict
+
+    root = tmp_path_factory.mktemp("adapters")
+    peft_sd = load_file(ckpts.lora / "adapter_model.safetensors")
+    plain = write_lora_state_dict(root / "plain.pt", peft_sd, lora_alpha=8, r=4)
+    delta: dict[tuple[str, str], torch.Tensor] = {}
+    for key, a in peft_sd.items():
+        if key.endswith("lora_A.weight"):
+            module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+            b = peft_sd[key.replace("lora_A", "lora_B")]
+            delta[("lora", module)] = (8 / 4) * b.double() @ a.double()
+
+    g = torch.Generator().manual_seed(5)
+    kohya, loha = {}, {}
+    for layer in range(2):
+        for t in TARGETS:
+            m = f"encoder.layer.{layer}.attention.self.{t}"
+            down, up = torch.randn(2, 32, generator=g), torch.randn(32, 2, generator=g)
+            kohya |= {
+                f"{_kohya_name(m)}.lora_down.weight": down,
+                f"{_kohya_name(m)}.lora_up.weight": up,
+                f"{_kohya_name(m)}.alpha": torch.tensor(1.0),
+            }
+            delta[("kohya", _kohya_name(m))] = (1.0 / 2) * up.double() @ down.double()
+            w1a, w1b = torch.randn(32, 2, generator=g), torch.randn(2, 32, generator=g)
+            w2a, w2b = torch.randn(32, 2, generator=g), torch.randn(2, 32, generator=g)
+            loha |= {
+                f"{_kohya_name(m)}.hada_w1_a": w1a,
+                f"{_kohya_name(m)}.hada_w1_b": w1b,
+                f"{_kohya_name(m)}.hada_w2_a": w2a,
+                f"{_kohya_name(m)}.hada_w2_b": w2b,
+            }
+    meta = {"ss_network_module": "networks.lora", "ss_network_dim": "2"}
+    save_file(kohya, root / "kohya.safetensors", metadata=meta)
+    save_file(loha, root / "loha.safetensors", metadata={"ss_network_module": "lycoris.kohya"})
+    folder = root / "folder"
+    folder.mkdir()
+    shutil.copytree(ckpts.lora, folder / "lora")
+    shutil.copy(plain, folder / "plain.pt")
+    return Adapters(plain, root / "kohya.safetensors", root / "loha.safetensors", folder, delta)
+
+
 @dataclass
 class CliResult:
     code: int

@@ -32,7 +32,16 @@ def test_compare_summary_and_json(ckpts, run_cli, tmp_path):
     )
     assert res.code == 0, res.err
     lines = res.out.splitlines()
-    assert lines[0].split()[:6] == ["method", "kind", "modules", "top1", "energy", "eff."]
+    assert lines[0].split()[:8] == [
+        "method",
+        "kind",
+        "modules",
+        "in",
+        "means",
+        "top1",
+        "energy",
+        "eff.",
+    ]
     assert [ln.split()[0] for ln in lines[2:5]] == ["ft", "lora", "ml"]
 
     result = json.loads(out.read_text())

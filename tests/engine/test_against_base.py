@@ -134,3 +134,183 @@ def test_amplification_reuses_a_precomputed_spectrum() -> None:
     assert reused == pytest.approx(fresh, rel=1e-12)
     too_few = amplification_factor(upd, w0, 5, spec=spectrum(upd, vectors=2))  # recomputed
     assert too_few == pytest.approx(fresh, rel=1e-12)
+
+
+# ---------------------------------------------------------------- in the analysis (real files)
+
+
+def _save(sd: dict[str, torch.Tensor], path) -> str:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in sd.items()}, str(path))
+    return str(path)
+
+
+def _full_pair(tmp_path, shape=(48, 40), scale=0.05, seed=0):
+    """(base, tuned, {module: (W0, ΔW) float64}) for two modules of a full fine-tune."""
+    g = torch.Generator().manual_seed(seed)
+    base, tuned, truth = {}, {}, {}
+    for name in ("a.q", "a.v"):
+        w0 = torch.randn(shape, generator=g, dtype=F64)
+        delta = scale * torch.randn(shape, generator=g, dtype=F64)
+        base[name + ".weight"], tuned[name + ".weight"] = w0.float(), (w0 + delta).float()
+        truth[name] = (base[name + ".weight"].double(), tuned[name + ".weight"].double()
+                       - base[name + ".weight"].double())  # fmt: skip
+    return (
+        _save(base, tmp_path / "base.safetensors"),
+        _save(tuned, tmp_path / "ft.safetensors"),
+        truth,
+    )
+
+
+def test_relative_norms_against_float64(tmp_path):
+    from spectra.analysis import AnalysisOptions, analyze
+
+    base, tuned, truth = _full_pair(tmp_path)
+    result = analyze(base, [tuned], options=AnalysisOptions(similarity=False))
+    for row in result["modules"]:
+        w0, delta = truth[row["module"]]
+        m = row["metrics"]
+        s0, sd = torch.linalg.svdvals(w0)[0], torch.linalg.svdvals(delta)[0]
+        assert m["relative_norm"] == pytest.approx(float(delta.norm() / w0.norm()), rel=1e-5)
+        assert m["relative_spectral_norm"] == pytest.approx(float(sd / s0), rel=1e-4)
+    (summary,) = result["summary"]
+    rel = [row["metrics"]["relative_norm"] for row in result["modules"]]
+    assert summary["mean_relative_norm"] == pytest.approx(sum(rel) / 2, rel=1e-12)
+    assert summary["median_relative_norm"] == pytest.approx(sum(rel) / 2, rel=1e-12)
+    assert summary["mean_relative_spectral_norm"] is not None
+
+
+def test_intruders_auto_small_always_never(tmp_path, monkeypatch):
+    import spectra.engine.intruder_policy as policy
+    from spectra.analysis import AnalysisOptions, analyze
+
+    base, tuned, _ = _full_pair(tmp_path)
+
+    def run(**kw):
+        return analyze(base, [tuned], options=AnalysisOptions(similarity=False, **kw))
+
+    small = run()  # 2 modules of 48 × 40: far under the limit
+    assert small["settings"]["intruders"] == "auto" and small["settings"]["intruders_run"]
+    assert all(r["base_metrics"]["intruder_count"] is not None for r in small["modules"])
+    never = run(intruders="never")
+    assert not never["settings"]["intruders_run"]
+    for r in never["modules"]:
+        assert "intruder_count" not in r["base_metrics"] and r["base_metrics"]["amplification"] > 0
+    monkeypatch.setattr(policy, "INTRUDER_AUTO_SECONDS", 0.0)  # as if at model scale
+    skipped = run()
+    assert not skipped["settings"]["intruders_run"] and skipped["settings"]["intruder_pairs"] == 2
+    assert all("intruder_count" not in r["base_metrics"] for r in skipped["modules"])
+    # the amplification factor is the same with or without intruders
+    amps = [r["base_metrics"]["amplification"] for r in small["modules"]]
+    assert amps == [r["base_metrics"]["amplification"] for r in skipped["modules"]]
+    forced = run(intruders="always")
+    assert [r["base_metrics"]["intruder_count"] for r in forced["modules"]] == [
+        r["base_metrics"]["intruder_count"] for r in small["modules"]
+    ]
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    from spectra_cli.app import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_says_in_one_line_when_intruders_are_skipped(tmp_path, monkeypatch, capsys):
+    import spectra.engine.intruder_policy as policy
+
+    base, tuned, _ = _full_pair(tmp_path)
+    monkeypatch.setattr(policy, "INTRUDER_AUTO_SECONDS", 0.0)
+    code, _, err = _cli(capsys, "compare", base, tuned, "-q")
+    assert code == 0
+    lines = [ln for ln in err.splitlines() if "intruder dimensions skipped" in ln]
+    assert len(lines) == 1 and "--intruders" in lines[0] and "2 modules" in lines[0]
+    code, _, err = _cli(capsys, "compare", base, tuned, "-q", "--no-intruders")
+    assert code == 0 and "intruder" not in err
+    code, _, err = _cli(capsys, "compare", base, tuned, "-q", "--intruders", "--json",
+                        tmp_path / "r.json")  # fmt: skip
+    assert code == 0 and "intruder" not in err
+    assert '"intruders": "always"' in (tmp_path / "r.json").read_text()
+
+
+def test_cache_across_runs_gives_the_same_result(tmp_path, monkeypatch):
+    import json
+
+    from spectra.analysis import AnalysisOptions, analyze
+
+    base, tuned, _ = _full_pair(tmp_path, shape=(300, 260))  # above CACHE_MIN_SIDE
+    monkeypatch.setenv("SPECTRA_CACHE_DIR", str(tmp_path / "cache"))
+    opts = AnalysisOptions(similarity=False, intruders="always")
+    first = analyze(base, [tuned], options=opts)
+    entries = sorted((tmp_path / "cache" / "w0-left").glob("*.safetensors"))
+    assert len(entries) == 2  # one per base weight
+    stamps = [e.stat().st_mtime_ns for e in entries]
+    second = analyze(base, [tuned], options=opts)
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    assert [e.stat().st_mtime_ns for e in entries] == stamps  # read, not rewritten
+    monkeypatch.setenv("SPECTRA_CACHE_DIR", str(tmp_path / "other"))
+    analyze(base, [tuned], options=AnalysisOptions(similarity=False, intruders="always",
+                                                   cache=False))  # fmt: skip
+    assert not (tmp_path / "other").exists()
+
+
+def _bert_dir(path, seed: int, *, fine_tune_of: torch.nn.Module | None = None):
+    """A tiny BERT saved by transformers: freshly initialised with ``seed``, or ``fine_tune_of``
+    trained for a few Adam steps on a regression of its hidden states (a real fine-tune)."""
+    from tests.models import tiny_bert
+
+    torch.manual_seed(seed)
+    model = tiny_bert(hidden=32, intermediate=64, pooling=False)
+    if fine_tune_of is not None:
+        model.load_state_dict(fine_tune_of.state_dict())
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(10):
+            ids = torch.randint(0, 50, (4, 12), generator=g)
+            loss = (model(input_ids=ids).last_hidden_state - 1.0).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.save_pretrained(path)
+    return model
+
+
+def test_unrelated_models_warn_and_a_fine_tune_does_not(tmp_path, capsys):
+    base_model = _bert_dir(tmp_path / "base", seed=0)
+    _bert_dir(tmp_path / "other", seed=1)
+    _bert_dir(tmp_path / "tuned", seed=2, fine_tune_of=base_model)
+    warning = "these look like separately trained models, not a fine-tune of this base"
+    code, out, err = _cli(capsys, "compare", tmp_path / "base", tmp_path / "other", "-q",
+                          "--json", tmp_path / "other.json")  # fmt: skip
+    assert code == 0
+    lines = [ln for ln in err.splitlines() if warning in ln]
+    assert len(lines) == 1 and lines[0].startswith("other: median ‖ΔW‖_F / ‖W0‖_F = 1.")
+    assert "‖ΔW‖/‖W0‖" in out  # the summary table's column
+    import json
+
+    summary = json.loads((tmp_path / "other.json").read_text())["summary"][0]
+    assert summary["median_relative_norm"] == pytest.approx(math.sqrt(2), rel=0.15)
+    code, _, err = _cli(capsys, "compare", tmp_path / "base", tmp_path / "tuned", "-q")
+    assert code == 0 and warning not in err
+    # the threshold is an option: a fine-tune flagged on purpose, unrelated models let through
+    code, _, err = _cli(capsys, "compare", tmp_path / "base", tmp_path / "tuned", "-q",
+                        "--unrelated-threshold", "1e-9")  # fmt: skip
+    assert code == 0 and warning in err
+    code, _, err = _cli(capsys, "compare", tmp_path / "base", tmp_path / "other", "-q",
+                        "--unrelated-threshold", "5")  # fmt: skip
+    assert code == 0 and warning not in err
+
+
+def test_bad_unrelated_threshold_is_one_clear_line(tmp_path, capsys):
+    base, tuned, _ = _full_pair(tmp_path)
+    code, out, err = _cli(capsys, "compare", base, tuned, "--unrelated-threshold", "-1")
+    assert code != 0 and out == ""
+    assert "--unrelated-threshold must be a positive number, got -1" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

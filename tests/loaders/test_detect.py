@@ -24,18 +24,15 @@ from spectra.loaders.full import FullReader
 from spectra.loaders.multilora import MultiLoRAReader
 from spectra.loaders.peft import PeftLoraReader
 from spectra.multilora.format import MultiLoRAFileConfig, write_multilora
-from tests.models import tiny_bert
+from tests.models import Linears, tiny_bert
 
 
-class Toy(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin1 = nn.Linear(6, 5)
-        self.lin2 = nn.Linear(5, 4)
+def _toy() -> nn.Module:
+    return Linears(lin1=(6, 5), lin2=(5, 4))
 
 
 def _save_peft(config: object, out: Path) -> Path:
-    get_peft_model(Toy(), config).save_pretrained(str(out))  # type: ignore[arg-type]
+    get_peft_model(_toy(), config).save_pretrained(str(out))  # type: ignore[arg-type]
     return out
 
 
@@ -69,10 +66,10 @@ def test_multilora(tmp_path: Path, suffix: str) -> None:
 
 def test_full_file_and_hf_dir(tmp_path: Path) -> None:
     save_file(
-        {k: v.contiguous() for k, v in Toy().state_dict().items()}, str(tmp_path / "w.safetensors")
+        {k: v.contiguous() for k, v in _toy().state_dict().items()}, str(tmp_path / "w.safetensors")
     )
     assert detect_kind(tmp_path / "w.safetensors") == "full"
-    torch.save(Toy().state_dict(), tmp_path / "w.pt")
+    torch.save(_toy().state_dict(), tmp_path / "w.pt")
     assert detect_kind(tmp_path / "w.pt") == "full"
     tiny_bert(vocab=30, hidden=8, layers=1, intermediate=8).save_pretrained(str(tmp_path / "hf"))
     assert detect_kind(tmp_path / "hf") == "full"
@@ -194,7 +191,7 @@ def test_config_not_json(lora_dir: Path) -> None:
 def test_open_checkpoint_dispatches(lora_dir: Path, tmp_path: Path) -> None:
     assert isinstance(open_checkpoint(lora_dir), PeftLoraReader)
     assert isinstance(open_checkpoint(_multilora(tmp_path / "m.safetensors")), MultiLoRAReader)
-    sd = {k: v.contiguous() for k, v in Toy().state_dict().items()}
+    sd = {k: v.contiguous() for k, v in _toy().state_dict().items()}
     save_file(sd, str(tmp_path / "base.safetensors"))
     save_file({k: v + 1 for k, v in sd.items()}, str(tmp_path / "tuned.safetensors"))
     reader = open_checkpoint(

@@ -143,11 +143,19 @@ def test_wrong_base_is_refused(tmp_path: Path) -> None:
     partial = {k: v for k, v in UNET.items() if "proj_in" not in k}
     with pytest.raises(CheckpointMismatchError, match="1 of 4 lora_unet_ modules"):
         open_checkpoint(path, base=open_tensors(_base(tmp_path, partial)))
+    skip = LoadOptions(skip_mismatched=True)
+    reader = open_checkpoint(path, base=open_tensors(_base(tmp_path, partial)), options=skip)
+    assert sorted(i.module for i in reader.modules()) == sorted(
+        k.removesuffix(".weight") for k in partial
+    )
+    (name,) = reader.report.skipped
+    assert name == "lora_unet_down_blocks_0_attentions_0_proj_in"
+    assert "(8, 6)" in reader.report.skipped[name]
 
 
 @pytest.mark.parametrize(
     ("param", "why"),
-    [("lora_mid.weight", "Tucker"), ("dora_scale", "weight decomposition"), ("oft_blocks", "OFT")],
+    [("lora_mid.weight", "Tucker"), ("oft_blocks", "OFT")],
 )
 def test_unread_decompositions_are_refused(tmp_path: Path, param: str, why: str) -> None:
     tensors = {"lora_unet_x.lora_down.weight": _rand(2, 4, seed=1),

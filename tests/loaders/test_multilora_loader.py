@@ -22,6 +22,7 @@ from spectra.loaders import LoadOptions
 from spectra.loaders.multilora import MultiLoRAReader
 from spectra.multilora import MultiLoRAConfig, inject_multilora, merge_multilora, save_multilora
 from spectra.multilora.format import MultiLoRAFileConfig, file_metadata, write_multilora
+from tests.loaders.conftest import randomize_adapter
 
 N, R, ALPHA = 3, 2, 6.0
 SHAPES = {"enc.0.query": (5, 7), "enc.0.value": (4, 7)}  # module → (out, in)
@@ -111,11 +112,7 @@ def test_reference_layer_round_trip(tmp_path: Path) -> None:
     base = {k: v.clone() for k, v in model.state_dict().items()}
     config = MultiLoRAConfig(r=2, n=2, lora_alpha=4.0, target_modules=("0", "2"))
     inject_multilora(model, config)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "multilora" in name:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    randomize_adapter(model, seed=3)
     save_multilora(model, tmp_path / "m.safetensors", config)
     reader = MultiLoRAReader(tmp_path / "m.safetensors", options=LoadOptions(dtype=torch.float64))
     merge_multilora(model)

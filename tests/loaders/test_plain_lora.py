@@ -217,11 +217,7 @@ def test_readme_compare_torch_files_verbatim(tmp_path: Path, run_cli, monkeypatc
     ml_cfg = MultiLoRAConfig(r=2, n=2, lora_alpha=4, target_modules=("query", "value"))
     ml_model = _tiny_bert()
     inject_multilora(ml_model, ml_cfg)
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, p in ml_model.named_parameters():
-            if "multilora" in name:
-                p.copy_(torch.randn(p.shape, generator=g))
+    randomize_adapter(ml_model, seed=2)
     save_multilora(ml_model, tmp_path / "multilora.pt", ml_cfg)
 
     monkeypatch.chdir(tmp_path)

@@ -27,31 +27,26 @@ from spectra.multilora import (
     multilora_layers,
     save_multilora,
 )
+from tests.models import Linears
 
 CONFIG = MultiLoRAConfig(
     r=8, n=4, lora_alpha=16, parameter_matched=True, target_modules=("up", "down")
 )
 
 
-class _Block(nn.Module):
-    def __init__(self, width: int = 12, hidden: int = 20) -> None:
-        super().__init__()
-        self.up = nn.Linear(width, hidden)
-        self.down = nn.Linear(hidden, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(torch.relu(self.up(x)))
-
-
 class _Net(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList([_Block(width), _Block(width)])
+        self.blocks = nn.ModuleList([_block(width), _block(width)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
         return x
+
+
+def _block(width: int, hidden: int = 20) -> nn.Module:
+    return Linears(up=(width, hidden), down=(hidden, width))
 
 
 def _model(seed: int, config: MultiLoRAConfig = CONFIG, width: int = 12) -> nn.Module:
@@ -149,7 +144,7 @@ def test_load_refuses_non_multilora_unsafe_and_merged(tmp_path: Path) -> None:
     with pytest.raises(FileFormatError, match="not a spectra MultiLoRA file"):
         load_multilora(_model(1), plain)
     unsafe = tmp_path / "unsafe.pt"
-    torch.save({"w": torch.zeros(2), "obj": _Block()}, unsafe)
+    torch.save({"w": torch.zeros(2), "obj": _block(12)}, unsafe)
     with pytest.raises(UnsafeFileError):
         load_multilora(_model(1), unsafe)
     with pytest.raises(FileFormatError):

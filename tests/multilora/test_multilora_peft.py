@@ -15,19 +15,14 @@ from spectra.multilora import (
     merge_multilora,
     multilora_layers,
 )
+from tests.models import Linears
 
 peft = pytest.importorskip("peft")
 TARGETS = ("up", "down")
 
 
-class _Mlp(nn.Module):
-    def __init__(self, width: int = 24, hidden: int = 40) -> None:
-        super().__init__()
-        self.up = nn.Linear(width, hidden)
-        self.down = nn.Linear(hidden, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(torch.relu(self.up(x)))
+def _mlp(width: int = 24, hidden: int = 40) -> nn.Module:
+    return Linears(up=(width, hidden), down=(hidden, width))
 
 
 def _peft(model: nn.Module, r: int, alpha: float) -> nn.Module:
@@ -41,7 +36,7 @@ def _pair(n: int, r: int, alpha: float, scaling: str) -> tuple[nn.Module, nn.Mod
     PEFT gets A = [A_1; …; A_n], B = [s_1 ⊙ B_1, …, s_n ⊙ B_n] and α_peft = n·α so that its
     α_peft / (n·r) equals MultiLoRA's α / r.
     """
-    base = _Mlp()
+    base = _mlp()
     ours, theirs = copy.deepcopy(base), _peft(copy.deepcopy(base), n * r, n * alpha)
     inject_multilora(
         ours, MultiLoRAConfig(r=r, n=n, lora_alpha=alpha, scaling=scaling, target_modules=TARGETS)
@@ -84,7 +79,7 @@ def test_matches_peft_lora_outputs_delta_and_merged_weights(n: int, r: int, scal
 
 @pytest.mark.parametrize("scaling", ["vector", "scalar"])
 def test_parameter_matched_counts_equal_rank_r_lora(scaling: str) -> None:
-    base = _Mlp()
+    base = _mlp()
     theirs = _peft(copy.deepcopy(base), r=8, alpha=16)
     peft_count = sum(p.numel() for n, p in theirs.named_parameters() if "lora_" in n)
     ours = copy.deepcopy(base)

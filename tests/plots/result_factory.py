@@ -1,8 +1,10 @@
 """Analysis results built from chosen spectra, following the result schema exactly.
 
-Metrics, φ grids and the summary come from the real engine/analysis functions
+Built through the result's types (``spectra.result_types``: ModuleRow, SimilarityRow, ...);
+metrics, φ grids and the summary come from the real engine/analysis functions
 (``dominance_metrics``, ``phi_grid``, ``summarize``), so the dicts are what
-``spectra.analysis.analyze`` would write for updates with these singular values and vectors.
+``spectra.analysis.analyze`` would write for updates with these singular values and vectors
+(``make_result`` checks them strictly against the types).
 Shared by tests/plots, tests/report and tests/test_diagnose.py; the latter two put
 tests/plots on sys.path to import it.
 """
@@ -11,15 +13,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from spectra.analysis import AnalysisOptions, analyze, module_layer, summarize
+from spectra.analysis import AnalysisOptions, analyze, module_layer
 from spectra.engine.metrics import dominance_metrics
 from spectra.engine.subspace import grassmann_distance, phi_grid, principal_angles
 from spectra.engine.svd import Spectrum
+from spectra.io.result_schema import check_result
+from spectra.result_types import (
+    BaseMetrics,
+    BaseRef,
+    InputInfo,
+    ModuleRow,
+    MultiLoRABlock,
+    Result,
+    Settings,
+    SimilarityRow,
+    Skipped,
+)
+from spectra.summary import summarize
 
 LAYERS = 3
 TYPES = {"attention.query": (48, 48), "mlp.dense": (64, 48)}  # module type → (out, in)
@@ -50,7 +65,7 @@ def module_row(
     rank: int | None = None,
     base_metrics: dict[str, Any] | None = None,
     multilora: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ModuleRow:
     """One ``modules`` row; ``rank`` = inner rank R (factored) or None for dense."""
     full = min(shape)
     rank = full if rank is None else rank
@@ -60,49 +75,53 @@ def module_row(
         structural_zeros=full - len(values),
         shape=shape,
     )
-    metrics = dominance_metrics(spec, shape=shape)
+    # an inner rank below min(out, in) is a factored update (an adapter): utilisation = erank / R
+    inner = rank if rank < full else None
+    metrics = dominance_metrics(spec, shape=shape, inner_rank=inner)
     layer, mtype = module_layer(module)
-    return {
-        "module": module,
-        "label": label,
-        "kind": kind,
-        "layer": layer,
-        "module_type": mtype,
-        "shape": list(shape),
-        "rank": rank,
-        "singular_values": [float(v) for v in values],
-        "structural_zeros": full - len(values),
-        "metrics": metrics,
-        "base_metrics": base_metrics,
-        "multilora": multilora,
-        "nonfinite": False,
-        "notes": [],
-    }
+    return ModuleRow(
+        module=module,
+        label=label,
+        kind=kind,
+        stack="",  # one stack (tests/test_layout.py covers encoder–decoder layouts)
+        layer=layer,
+        module_type=mtype,
+        shape=list(shape),
+        rank=rank,
+        notes=[],
+        singular_values=[float(v) for v in values],
+        structural_zeros=full - len(values),
+        truncated=False,
+        metrics=metrics,
+        base_metrics=base_metrics,
+        multilora=multilora,
+        nonfinite=False,
+    )
 
 
-def base_block(amplification: float, intruders: int, energy: float) -> dict[str, Any]:
-    return {
-        "amplification": amplification,
-        "amplification_r": LORA_R,
-        "intruder_count": intruders,
-        "intruder_energy": energy,
-        "intruder_k": 10,
-        "intruder_eps": 0.5,
-        "intruder_max_cos": [0.9] * (10 - intruders) + [0.2] * intruders,
-    }
+def base_block(amplification: float, intruders: int, energy: float) -> BaseMetrics:
+    return BaseMetrics(
+        amplification=amplification,
+        amplification_r=LORA_R,
+        intruder_count=intruders,
+        intruder_energy=energy,
+        intruder_k=10,
+        intruder_eps=0.5,
+        intruder_max_cos=[0.9] * (10 - intruders) + [0.2] * intruders,
+    )
 
 
-def multilora_block(phi_off: float, scaling_norms: list[float]) -> dict[str, Any]:
+def multilora_block(phi_off: float, scaling_norms: list[float]) -> MultiLoRABlock:
     """n×n φ with ``phi_off`` off the diagonal, 1 on it."""
     phi = [[1.0 if i == j else phi_off for j in range(ML_N)] for i in range(ML_N)]
-    return {
-        "n": ML_N,
-        "r": ML_R,
-        "phi_left": phi,
-        "phi_right": [row[:] for row in phi],
-        "scaling_norms": scaling_norms,
-        "scaling": [[s] for s in scaling_norms],
-    }
+    return MultiLoRABlock(
+        n=ML_N,
+        r=ML_R,
+        phi_left=phi,
+        phi_right=[row[:] for row in phi],
+        scaling_norms=scaling_norms,
+        scaling=[[s] for s in scaling_norms],
+    )
 
 
 def orthonormal(d: int, k: int, seed: int) -> torch.Tensor:
@@ -112,17 +131,19 @@ def orthonormal(d: int, k: int, seed: int) -> torch.Tensor:
     return q
 
 
-def similarity_row(module: str, a: str, b: str, side: str, ua: torch.Tensor, ub: torch.Tensor):
-    return {
-        "module": module,
-        "a": a,
-        "b": b,
-        "side": side,
-        "k": ua.shape[1],
-        "phi": phi_grid(ua, ub).tolist(),
-        "principal_angles": principal_angles(ua, ub).tolist(),
-        "grassmann_distance": float(grassmann_distance(ua, ub)),
-    }
+def similarity_row(
+    module: str, a: str, b: str, side: Literal["left", "right"], ua: torch.Tensor, ub: torch.Tensor
+) -> SimilarityRow:
+    return SimilarityRow(
+        module=module,
+        a=a,
+        b=b,
+        side=side,
+        k=ua.shape[1],
+        phi=phi_grid(ua, ub).tolist(),
+        principal_angles=principal_angles(ua, ub).tolist(),
+        grassmann_distance=float(grassmann_distance(ua, ub)),
+    )
 
 
 def _bases(modules: list[str], labels: list[str]) -> dict[tuple[str, str, str], torch.Tensor]:
@@ -138,12 +159,12 @@ def _bases(modules: list[str], labels: list[str]) -> dict[tuple[str, str, str], 
     return out
 
 
-def make_result(*, with_base: bool = True, with_multilora: bool = True) -> dict[str, Any]:
+def make_result(*, with_base: bool = True, with_multilora: bool = True) -> Result:
     """full (dense, bell-ish), lora (rank 4 = structural zeros) and optionally multilora."""
     labels = ["full", "lora"] + (["multilora"] if with_multilora else [])
     kinds = {"full": "full", "lora": "lora", "multilora": "multilora"}
     modules = module_names()
-    rows: list[dict[str, Any]] = []
+    rows: list[ModuleRow] = []
     for mi, module in enumerate(modules):
         shape = TYPES[module_layer(module)[1]]
         rows.append(
@@ -188,37 +209,38 @@ def make_result(*, with_base: bool = True, with_multilora: bool = True) -> dict[
         for side in ("left", "right")
     ]
     inputs = [
-        {
-            "label": lab,
-            "path": f"/ckpt/{lab}",
-            "kind": kinds[lab],
-            "config": {"r": LORA_R} if lab == "lora" else {},
-        }
+        InputInfo(
+            label=lab,
+            path=f"/ckpt/{lab}",
+            kind=kinds[lab],
+            config={"r": LORA_R} if lab == "lora" else {},
+        )
         for lab in labels
     ]
-    return {
-        "spectra_version": "0.1.0",
-        "settings": {
-            "dtype": "float64",
-            "device": "cpu",
-            "top_k": TOP_K,
-            "modules": None,
-            "against_base": with_base,
-            "intruder_k": 10,
-            "intruder_eps": 0.5,
-        },
-        "base": {"path": "/ckpt/base"} if with_base else None,
-        "inputs": inputs,
-        "modules": rows,
-        "similarity": similarity,
-        "summary": summarize(
+    result = Result(
+        spectra_version="0.1.0",
+        settings=Settings(
+            dtype="float64",
+            device="cpu",
+            top_k=TOP_K,
+            modules=None,
+            against_base=with_base,
+            intruder_k=10,
+            intruder_eps=0.5,
+        ),
+        base=BaseRef(path="/ckpt/base") if with_base else None,
+        inputs=inputs,
+        modules=rows,
+        similarity=similarity,
+        summary=summarize(
             inputs_meta=[(lab, kinds[lab]) for lab in labels], modules=rows, similarity=similarity
         ),
-        "skipped": {
-            lab: {"skipped_1d": 0, "only_in_base": [], "only_in_tuned": [], "notes": []}
+        skipped={
+            lab: Skipped(skipped_1d=0, only_in_base=[], only_in_tuned=[], notes=[])
             for lab in labels
         },
-    }
+    )
+    return check_result(result, "make_result()", strict=True)  # type: ignore[return-value]
 
 
 def write_lora_adapter(out: Path, values: list[float], seed: int, shape=(32, 24)) -> None:

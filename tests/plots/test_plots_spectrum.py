@@ -48,6 +48,18 @@ def test_histogram_counts_pool_full_spectra_with_structural_zeros(result):
     np.testing.assert_allclose(stairs["lora"].get_data().edges, np.linspace(0, 1, 51))
 
 
+def test_histogram_log_axis_counts_non_zero_values_per_decade(result):
+    fig = spectrum_histogram_figure(result, bins=40, axis="log")
+    ax = fig.axes[0]
+    assert "log10(σ / σ₁)" in ax.get_xlabel() and ax.get_xlim() == (-4.0, 0.0)
+    # lora: log10 of σ/σ_1 = 1, 1/8, 1/16, 1/32 per module; bins of 0.1 on [-4, 0]; no zeros
+    lora = np.asarray(_stairs(fig)["lora"].get_data().values)
+    expected = np.zeros(40)
+    for ratio in np.array(LORA_VALUES) / LORA_VALUES[0]:
+        expected[min(int((np.log10(ratio) + 4.0) / 0.1), 39)] += N_MODULES
+    np.testing.assert_array_equal(lora, expected)
+
+
 def test_histogram_axes_legend_and_colors(result):
     fig = spectrum_histogram_figure(result)
     ax = fig.axes[0]

@@ -7,7 +7,13 @@ import torch
 
 from spectra.errors import OptionError
 from spectra.recipe.config import RecipeConfig
-from spectra.recipe.model import MultiTaskModel, load_base, planned_targets, prepare_lora
+from spectra.recipe.model import (
+    MultiTaskModel,
+    load_base,
+    planned_targets,
+    prepare_lora,
+    prepare_multilora,
+)
 
 LAYER_MODULES = (
     "attention.self.query",
@@ -73,3 +79,31 @@ def test_mean_pooled_embedding_matches_sentence_transformers_recipe(base) -> Non
         alone = model.encode(one["input_ids"], one["attention_mask"])
         padded = model.encode(two["input_ids"], two["attention_mask"])[:1]
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("init", "scaling"), [("multilora", "vector"), ("lora", "vector"), ("lora", "none")]
+)
+def test_multilora_variants_start_at_zero_update_with_the_chosen_parameters(
+    base, init, scaling
+) -> None:
+    import copy
+
+    from spectra.multilora import MultiLoRALinear
+
+    config = RecipeConfig(multilora_init=init, multilora_scaling=scaling)
+    model = MultiTaskModel(copy.deepcopy(base[1]), {"t": 2})
+    prepare_multilora(model, config)
+    layers = [m for m in model.modules() if isinstance(m, MultiLoRALinear)]
+    assert len(layers) == 36
+    for layer in layers:
+        assert torch.count_nonzero(layer.get_delta_weight()) == 0  # ΔW = 0 at step 0
+        a, b, s = layer.multilora_A, layer.multilora_B, layer.multilora_scaling
+        assert a.abs().max() > 0  # A drawn (Kaiming) in every variant
+        if init == "multilora":
+            assert b.abs().max() > 0 and torch.count_nonzero(s) == 0
+        else:
+            assert torch.count_nonzero(b) == 0 and torch.equal(s, torch.ones_like(s))
+        assert s.shape == ((4, layer.base_layer.out_features) if scaling == "vector" else (4,))
+        assert s.requires_grad == (scaling != "none")
+        assert a.requires_grad and b.requires_grad

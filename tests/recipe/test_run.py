@@ -199,3 +199,40 @@ def test_same_seed_gives_identical_full_fine_tuning(run, tmp_path: Path) -> None
     assert not again.reused
     assert again.files["full"].read_bytes() == run[0].files["full"].read_bytes()
     assert again.accuracy["full"] == run[0].accuracy["full"]
+
+
+def test_intermediate_checkpoints_are_trainer_folders_and_the_last_is_the_final(run, log) -> None:
+    from spectra.loaders import detect_kind
+
+    out = run[0].out_dir
+    steps = CONFIG.snapshot_steps()
+    assert steps == (6, 12)
+    for method in ("full", "lora", "multilora"):
+        rels = log["methods"][method]["snapshots"]
+        assert rels == [f"checkpoints/{method}/checkpoint-{s}" for s in steps]
+        for rel in rels:
+            assert detect_kind(out / rel) == method
+    # the last checkpoint holds the final weights
+    last = out / "checkpoints"
+    final_lora = load_file(out / "lora" / "adapter_model.safetensors")
+    snap_lora = load_file(last / "lora" / "checkpoint-12" / "adapter_model.safetensors")
+    assert final_lora.keys() == snap_lora.keys()
+    assert all(torch.equal(final_lora[k], snap_lora[k]) for k in final_lora)
+    final_full = load_file(out / "full.safetensors")
+    snap_full = load_file(last / "full" / "checkpoint-12" / "model.safetensors")
+    assert all(torch.equal(final_full[k], snap_full[k]) for k in final_full)
+    final_ml = load_file(out / "multilora.safetensors")
+    snap_ml = load_file(last / "multilora" / "checkpoint-12" / "model.safetensors")
+    assert all(torch.equal(final_ml[k], snap_ml[k]) for k in final_ml)
+    # the first one differs: training went on after it
+    first = load_file(last / "lora" / "checkpoint-6" / "adapter_model.safetensors")
+    assert any(not torch.equal(first[k], final_lora[k]) for k in final_lora)
+
+
+def test_base_from_links_the_shared_base(run, tmp_path: Path) -> None:
+    config = RecipeConfig.quick(num_threads=1, methods=("lora",), steps=2, snapshots=0)
+    again = run_recipe(config, tmp_path / "r", base_from=run[0].out_dir)
+    for name in ("base.safetensors", "base.pt"):
+        src, dst = run[0].out_dir / name, again.out_dir / name
+        assert dst.read_bytes() == src.read_bytes()
+        assert dst.stat().st_ino == src.stat().st_ino  # a hard link, not a copy

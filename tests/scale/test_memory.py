@@ -15,8 +15,8 @@ from safetensors.torch import save_file
 import spectra.analysis_module as analysis_module
 from spectra.analysis import AnalysisOptions, analyze
 from spectra.io import open_tensors
+from spectra.io.stream import TensorStream, release_staging, staging_bytes
 from spectra.loaders import LoadOptions, open_checkpoint
-from spectra.loaders.stream import TensorStream, release_staging, staging_bytes
 
 from .conftest import Synthetic
 
@@ -109,7 +109,7 @@ def test_streamed_reads_leave_no_file_pages_resident(tmp_path: Path) -> None:
 
 def test_subtraction_in_slices_is_exact(tmp_path: Path, monkeypatch) -> None:
     """ΔW subtracted slice by slice (7 elements here, 4M in use) equals the float64 answer."""
-    import spectra.loaders.stream as stream_module
+    import spectra.io.stream as stream_module
 
     monkeypatch.setattr(stream_module, "_CHUNK", 7)
     gen = torch.Generator().manual_seed(0)

@@ -87,8 +87,8 @@ def test_nonfinite_factors_of_lora_and_multilora(ckpts, run_cli, tmp_path) -> No
     result = json.loads((tmp_path / "r.json").read_text())
     flagged = {(r["label"], r["module"]) for r in result["modules"] if r["nonfinite"]}
     assert flagged == {("adapter", MODULES[1]), ("ml", MODULES[3])}
-    assert f"adapter: {MODULES[1]}: ΔW has NaN/Inf" in res.err
-    assert f"ml: {MODULES[3]}: ΔW has NaN/Inf" in res.err
+    assert f"adapter: 1 of 4 modules NaN/Inf, not in the means: {MODULES[1]}" in res.err
+    assert f"ml: 1 of 4 modules NaN/Inf, not in the means: {MODULES[3]}" in res.err
     assert all(s["nonfinite_modules"] == 1 for s in result["summary"])
     # the similarity of the two methods skips the broken modules, keeps the others
     compared = {s["module"] for s in result["similarity"]}
@@ -127,7 +127,9 @@ def test_identical_checkpoints_give_the_documented_zero_result(ckpts, run_cli, t
         assert m["numerical_rank"] == 0
         assert any("ΔW = 0" in n for n in row["notes"])
     summary = result["summary"][0]
-    assert summary["mean_top1_energy"] is None and summary["mean_effective_rank"] == 0.0
+    # unchanged modules are counted and listed, not averaged in as zeros (issue 12, item 4)
+    assert summary["mean_top1_energy"] is None and summary["mean_effective_rank"] is None
+    assert summary["changed_modules"] == 0 and summary["unchanged_modules"] == len(MODULES)
     for command in COMMANDS:
         res = run_cli(*command_args(command, ckpts.base, same, tmp_path), inputs=(same,))
         assert res.code == 0, (command, res.err)

@@ -122,7 +122,7 @@ TEXTS: dict[str, tuple[bytes, tuple[str, ...]]] = {
     "nan-literal": (b'{"inputs": NaN}', ("NaN",)),
     "nested-too-deep": (b"[" * 100_000 + b"]" * 100_000, ("too deeply",)),
     "huge-integer": (b'{"a": ' + b"9" * 5000 + b"}", ("not usable JSON",)),
-    "infinite-float": (b'{"x": 1e999}', ("[inputs]", "missing")),
+    "infinite-float": (b'{"x": 1e999}', ("[settings]", "inputs", "missing")),
 }
 
 

@@ -2,7 +2,7 @@
 
 Why not ``source.get``: safetensors' ``get`` returns a view into a memory map of the whole
 file, and every page it touches stays resident (counted in RSS) until the file is closed, so
-reading a 13.5 GB checkpoint module by module ends with 13.5 GB resident per checkpoint. Here
+reading a checkpoint module by module ends with the whole checkpoint resident. Here
 a safetensors tensor is read with plain ``read`` calls into one reused staging buffer per
 thread (its stored bytes), then widened into the caller's float32/float64 tensor
 (``copy_``) or subtracted from it in place (``sub_``), and the staging bytes are reused for

@@ -1,11 +1,13 @@
-"""The report's tables, built once from an analysis result and written as CSV or HTML.
+"""The result as tables, built once: the report's CSV files, its HTML tables, the DataFrames
+of :func:`spectra.frames.frames` and a result's notebook display all come from here.
 
 Three tables:
 
-* ``summary.csv`` — one row per method: module count, mean top-1 energy share, mean effective
-  and stable rank, mean φ(k, k) against every other method (left and right);
-* ``modules.csv`` — one row per (module, method): shape, rank, every dominance metric and
-  the base-relative metrics;
+* ``summary.csv`` — one row per method: module counts (all, changed = in the means,
+  unchanged, non-finite), mean top-1 energy share, mean effective and stable rank over the
+  changed modules, mean φ(k, k) against every other method (left and right);
+* ``modules.csv`` — one row per (module, method): stack, layer, module type, shape, rank,
+  every dominance metric and the base-relative metrics;
 * ``similarity.csv`` — one row per (module, method pair, side): k, φ(1, 1), φ(k, k), the
   Grassmann distance and the principal angles (radians, ``;``-separated).
 
@@ -18,32 +20,32 @@ from __future__ import annotations
 import csv
 import io
 import math
+import typing
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
 from spectra.io.atomic import write_text_atomic
+from spectra.result_types import BaseMetrics, Metrics
 
-METRIC_COLUMNS = (
-    "top1_energy",
-    "top4_energy",
-    "topr_energy",
-    "r_for_topr",
-    "effective_rank",
-    "stable_rank",
-    "spectral_entropy",
-    "frobenius_norm",
-    "spectral_norm",
-    "numerical_rank",
-)
-BASE_COLUMNS = (
-    "amplification",
-    "amplification_r",
-    "intruder_count",
-    "intruder_energy",
-    "intruder_k",
-    "intruder_eps",
-)
+
+def _scalar_fields(tp: Any, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The fields of a result TypedDict that hold one value (lists and objects left out), in
+    declaration order: the table columns follow the result's one definition."""
+    out = []
+    for name, hint in typing.get_type_hints(tp, include_extras=True).items():
+        while typing.get_origin(hint) in (NotRequired, Annotated):
+            hint = typing.get_args(hint)[0]
+        if typing.get_origin(hint) not in (list, dict) and name not in skip:
+            out.append(name)
+    return tuple(out)
+
+
+# every scalar of modules[].metrics and modules[].base_metrics, as declared
+METRIC_COLUMNS = _scalar_fields(Metrics, skip=("nonfinite",))
+BASE_COLUMNS = _scalar_fields(BaseMetrics)
+SUMMARY_EXTRA = ("mean_k90", "mean_k95", "mean_k99", "mean_utilisation")
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,13 @@ def summary_table(result: dict[str, Any]) -> Table:
         "label",
         "kind",
         "modules",
+        "changed_modules",
+        "unchanged_modules",
         "nonfinite_modules",
         "mean_top1_energy",
         "mean_effective_rank",
         "mean_stable_rank",
+        *SUMMARY_EXTRA,
         *(f"mean_phi_{side}_vs_{other}" for other, side in phi_cols),
     )
     rows = []
@@ -77,10 +82,13 @@ def summary_table(result: dict[str, Any]) -> Table:
                 s["label"],
                 s.get("kind"),
                 s.get("modules"),
+                s.get("changed_modules"),
+                s.get("unchanged_modules"),
                 s.get("nonfinite_modules"),
                 s.get("mean_top1_energy"),
                 s.get("mean_effective_rank"),
                 s.get("mean_stable_rank"),
+                *(s.get(c) for c in SUMMARY_EXTRA),
                 *(phis.get(other, {}).get(side) for other, side in phi_cols),
             )
         )
@@ -93,6 +101,7 @@ def modules_table(result: dict[str, Any]) -> Table:
         "module",
         "label",
         "kind",
+        "stack",
         "layer",
         "module_type",
         "out",
@@ -112,6 +121,7 @@ def modules_table(result: dict[str, Any]) -> Table:
                 m["module"],
                 m["label"],
                 m.get("kind"),
+                m.get("stack", ""),
                 m.get("layer"),
                 m.get("module_type"),
                 m["shape"][0],
@@ -205,3 +215,23 @@ def write_tables(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
         write_text_atomic(Path(out_dir) / f"{table.name}.csv", to_csv(table))
         for table in all_tables(result)
     ]
+
+
+def to_markdown(table: Table) -> str:
+    """The table as a Markdown (GitHub) table, cells as :func:`display_cell`."""
+    lines = ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+    lines += [
+        "| " + " | ".join(display_cell(v).replace("|", "\\|") for v in row) + " |"
+        for row in table.rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: Table) -> str:
+    """The table as one HTML ``<table>`` (escaped), cells as :func:`display_cell`."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in table.header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(display_cell(v))}</td>" for v in row) + "</tr>"
+        for row in table.rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
