@@ -173,7 +173,9 @@ def _analyze_update(
 ) -> tuple[ModuleRow, Spectrum | None]:
     """One row of ``modules`` and the spectrum (with top-k vectors when asked) of one ΔW."""
     notes = list(update.notes)
-    finite = _finite(update)
+    # a factored ΔW's SVD checks its factors itself (NaN values when they are not finite), so
+    # they are scanned here only when its spectrum is not finite, to word the note
+    finite = update.factored or _finite(update)
     spec = None
     base_ok = w0 is not None and tuple(w0.shape) == tuple(update.shape)
     if base_ok:  # one SVD serves φ and the amplification factor (its top-r vectors)
@@ -184,6 +186,7 @@ def _analyze_update(
         except torch.linalg.LinAlgError:  # LAPACK did not converge (entries near float max)
             spec = None
     if spec is None or not bool(torch.isfinite(spec.values).all()):
+        finite = finite and _finite(update)
         why = (
             "ΔW has NaN/Inf entries"
             if not finite

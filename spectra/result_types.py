@@ -92,7 +92,7 @@ class InputInfo(TypedDict):
 
 
 class Metrics(TypedDict):
-    """``modules[i].metrics``: dominance metrics of one ΔW (README, "What each number means")."""
+    """``modules[i].metrics``: dominance metrics of one ΔW (README, "What each number means"; docs/json.md)."""
 
     top1_energy: NotRequired[Annotated[Num | None, F("σ1²/Σσ²; null when ΔW = 0", 0.0, 1.0)]]
     top4_energy: NotRequired[Annotated[Num | None, F("Σ_{i≤4} σi²/Σσ²", 0.0, 1.0)]]

@@ -22,8 +22,8 @@ History of deliberate changes:
   (issue 13, item 1); nothing else moved.
 - modules[].stack ("" here: BERT has one stack) (issue 12, item 3); modules in natural
   order (the same order for these two-layer inputs).
-- metrics.relative_spectral_norm changed in the last bit (≤ 6e-16 relative) when its σ1(W0)
-  routine changed (issue 12, item 5); nothing else moved.
+- metrics.relative_spectral_norm changed when its σ1(W0) routine changed, first in the last
+  bit, then by ≤ 1.1e-7 relative (an iterative σ1, issue 12, item 5); nothing else moved.
 """
 
 from __future__ import annotations

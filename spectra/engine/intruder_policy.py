@@ -12,11 +12,13 @@ SVDs would be almost all of the run. So:
   line, with the estimate.
 
 The estimate is :data:`INTRUDER_SECONDS_PER_UNIT` · Σ N·n² over every (module, checkpoint) pair
-that has a base weight: a constant (so the decision does not depend on the machine's load),
-calibrated by ``tests/benchmarks/bench_default.py`` at 2 threads (docs/performance.md), where
-the benchmark also prints the value it measures. Machines with more cores are faster than the
-estimate. A W0 whose left singular vectors are in the cache (:mod:`spectra.engine.cache`) costs
-less than estimated.
+that has a base weight: a constant, so the decision does not depend on the machine or its load.
+It comes from the dense SVD timings of the project's 2-core CPU without other load
+(docs/benchmarks.md: a 4096² singular-value SVD in about 1.9 s; with all vectors, plus the top-k
+of W0 + ΔW, about five times that); ``tests/benchmarks/bench_default.py`` prints the value
+measured where it runs (docs/performance.md). Machines with more cores are faster than the
+estimate; a W0 whose left singular vectors are in the cache (:mod:`spectra.engine.cache`)
+costs less.
 """
 
 from __future__ import annotations

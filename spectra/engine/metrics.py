@@ -93,6 +93,13 @@ def energy_share(values: torch.Tensor, k: int) -> float | None:
     return float(cum[min(k, len(cum)) - 1])
 
 
+def _share_of(cum: torch.Tensor, k: int) -> float:
+    """:func:`energy_share` from the cumulative shares ``cum`` (m,) of a non-zero spectrum."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return float(cum[min(k, len(cum)) - 1])
+
+
 def rank_tolerance(sigma1: float, shape: tuple[int, int], eps: float) -> float:
     """σ_1 · max(out, in) · eps: singular values at or below this are numerically zero.
 
@@ -171,8 +178,9 @@ def dominance_metrics(
         }
     sq, sigma1 = s**2, float(s[0])
     shape = shape if shape is not None else spec.shape
-    out: dict[str, MetricValue] = {f"top{k}_energy": energy_share(s, k) for k in ks}
-    out["topr_energy"] = energy_share(s, r_top) if r_top >= 1 else None
+    cum = cumulative_energy(s)  # once for every share and k_τ below (as energy_share computes it)
+    out: dict[str, MetricValue] = {f"top{k}_energy": _share_of(cum, k) for k in ks}
+    out["topr_energy"] = _share_of(cum, r_top) if r_top >= 1 else None
     out["r_for_topr"] = r_top
     out["effective_rank"] = math.exp(_entropy(s / s.sum()))
     out["stable_rank"] = float(sq.sum()) / sigma1**2
@@ -180,7 +188,6 @@ def dominance_metrics(
     out["frobenius_norm"] = math.sqrt(float(sq.sum()))
     out["spectral_norm"] = sigma1
     out["numerical_rank"] = None if shape is None else _numerical_rank(s, shape, spec, dtype_eps)
-    cum = cumulative_energy(s)
     out.update({key: energy_rank_of(cum, tau) for key, tau in ENERGY_RANKS.items()})
     effective = out["effective_rank"]
     out["utilisation"] = effective / inner_rank if inner_rank else None

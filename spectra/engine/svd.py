@@ -8,11 +8,16 @@ QR factorizations L = Q_u R_u and Rᵀ = Q_v R_v,
 
 an exact SVD in O((out + in)·R²) instead of O(out·in·min(out, in)). Everything is computed in
 the update's dtype widened to at least float32, and returned on the CPU.
+
+When only the values of a float32 factored ΔW are asked for, the QRs are replaced by the R × R
+Gram matrices: σ(L R)² are the eigenvalues of (LᵀL)(R Rᵀ), about the flops of the QRs but as
+two GEMMs (see ``_factored_values_gram`` for when it is accurate enough; else the QRs serve).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -329,6 +334,52 @@ def svd_dense(
     return _to_cpu(_svd_top(a, k))
 
 
+_EPS32, _EPS64 = torch.finfo(torch.float32).eps, torch.finfo(torch.float64).eps
+# The Gram route of a factored ΔW's values answers only while the relative rounding error it
+# can add to the smallest σ stays this far below float32's half-ulp: its float32 values then
+# round as those of the QR route do (within this fraction of an ulp), else the QR route serves.
+GRAM_FACTORED_ULP_FRACTION = 1e-3
+
+
+def _factored_values_gram(
+    left: torch.Tensor, right: torch.Tensor, device: torch.device
+) -> torch.Tensor | None:
+    """σ(L R) of factors L (out, R), R (R, in), R ≤ min(out, in), from R × R float64 Grams.
+
+    G_L = LᵀL = V Λ Vᵀ (syevd), W = V Λ^{1/2}; then eig(G_L G_R) = eig(W Wᵀ G_R) and
+    σ_i² = λ_i(Wᵀ G_R W) (R × R, symmetric positive semi-definite), G_R = R Rᵀ. Eigenvalues of
+    the Grams carry an absolute error of about R·ε₆₄·‖G_L‖₂‖G_R‖₂, so σ_i has a relative error
+    of about R·ε₆₄·‖G_L‖₂‖G_R‖_F / (2σ_i²) (‖G_R‖₂ ≤ ‖G_R‖_F): the route answers only while
+    that stays below ``GRAM_FACTORED_ULP_FRACTION`` of float32's half-ulp for the smallest σ.
+    A NaN/inf factor makes a Gram diagonal NaN/inf (a sum of squares), which gives None too.
+    On the CPU the products and the R × R work run through numpy (measured faster than torch
+    for these shapes); on a GPU the products run there.
+
+    Returns:
+        (R,) σ descending, float64, on the CPU; or None (the caller takes the QR route).
+    """
+    if device.type == "cpu" and left.dtype in _NUMPY_FLOATS and right.dtype in _NUMPY_FLOATS:
+        ln, rn = (t.detach().cpu().numpy().astype(np.float64) for t in (left, right))
+        g_l, g_r = ln.T @ ln, rn @ rn.T  # (R, R) each
+    else:
+        lf, rt = (t.to(device=device, dtype=torch.float64) for t in (left, right))
+        g_l, g_r = ((lf.T @ lf).cpu().numpy(), (rt @ rt.T).cpu().numpy())
+    g_r_norm = float(np.linalg.norm(g_r))  # Frobenius; NaN/inf when a factor is
+    if not (math.isfinite(g_r_norm) and math.isfinite(float(np.trace(g_l)))):
+        return None
+    lam, vecs = np.linalg.eigh(g_l)  # ascending
+    w = vecs * np.sqrt(np.maximum(lam, 0.0))  # (R, R): W = V Λ^{1/2}, G_L = W Wᵀ
+    sq = np.linalg.eigvalsh(w.T @ g_r @ w)[::-1]  # (R,) σ², descending
+    bound = len(sq) * _EPS64 * float(lam[-1]) * g_r_norm  # absolute error of each σ²
+    if not float(sq[-1]) * GRAM_FACTORED_ULP_FRACTION * _EPS32 >= bound:  # 2·rel err ≤ f·ε₃₂
+        return None
+    return torch.from_numpy(np.sqrt(sq))
+
+
+# torch dtypes that have a numpy dtype (bfloat16 has none)
+_NUMPY_FLOATS = frozenset({torch.float16, torch.float32, torch.float64})
+
+
 def svd_factored(
     left: torch.Tensor,
     right: torch.Tensor,
@@ -340,7 +391,9 @@ def svd_factored(
 
     L = Q_u R_u, Rᵀ = Q_v R_v (reduced QR), core C = R_u R_vᵀ = U_c S V_cᵀ, then
     ΔW = (Q_u U_c) S (Q_v V_c)ᵀ. Works for any inner size R, including R > min(out, in)
-    (MultiLoRA's n·r) and R = 0.
+    (MultiLoRA's n·r) and R = 0. Values only of a float32 ΔW with R ≤ min(out, in): from the
+    R × R Gram matrices instead of the QRs while that is as accurate in float32
+    (``_factored_values_gram``).
 
     Args:
         left: (out, R) left factor (scaling folded in).
@@ -362,6 +415,10 @@ def svd_factored(
     dtype = compute_dtype(torch.promote_types(left.dtype, right.dtype))
     (out, inner), inp = left.shape, right.shape[1]
     m = min(inner, out, inp)
+    if vectors <= 0 and dtype == torch.float32 and 0 < inner <= min(out, inp):
+        values = _factored_values_gram(left, right, dev)  # None: not finite, or not accurate
+        if values is not None:
+            return values.to(dtype), None, None
     # The QRs and the small core are computed in float64 whatever ``dtype`` is: they cost
     # O((out + in)·R²), nothing next to a dense SVD, and the float32 results then no longer
     # depend on how many threads the BLAS split the products over.

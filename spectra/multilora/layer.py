@@ -5,7 +5,7 @@
 A_i: (r_m, in) and B_i: (out, r_m) are both Kaiming-uniform (a = √5, as ``nn.Linear``); unlike
 LoRA, B_i is not zero. The learned scaling s_i ((out,) or a scalar) starts at zero, which is
 what makes ΔW = 0 at step 0. This follows the public MultiLoRA re-implementation of the MTL-LoRA
-paper (arXiv 2410.09437); the README section "The reference MultiLoRA layer" lists the choices.
+paper (arXiv 2410.09437); docs/multilora.md lists the choices.
 
 The n modules are one factor pair (the stacking of the on-disk format):
 

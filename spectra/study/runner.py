@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.analysis import AnalysisOptions, analyze
+from spectra.parallel import ExecutionOptions, make_executor
 from spectra.recipe import RecipeConfig, run_recipe, write_base
 from spectra.recipe.files import write_json
 from spectra.recipe.log import LOG_NAME, read_complete_log
@@ -153,9 +154,15 @@ def analyse_seed(
     say(f"analysing seed {seed}: {', '.join(a.name for a in present)}")
     logs = {run: read_log(job, study_dir) for run, job in done.items()}
     paths = [_checkpoint(done[a.run_name], a, logs[a.run_name], study_dir) for a in present]
-    result = analyze(
-        study_dir / "base.safetensors", paths, labels=[a.name for a in present], options=options
-    )
+    # one thread, as the training: on a shared machine a second BLAS thread slows SVDs badly
+    with make_executor(ExecutionOptions(threads=1)) as executor:
+        result = analyze(
+            study_dir / "base.safetensors",
+            paths,
+            labels=[a.name for a in present],
+            options=options,
+            executor=executor,
+        )
     numbers = {}
     for a in present:
         log = logs[a.run_name]

@@ -19,7 +19,7 @@ Without a usable CUDA device it prints why and exits 0 (so it can run anywhere a
 
 Run: ``python tests/benchmarks/bench_gpu.py [--threads N] [--work DIR] [--hidden 2048]
 [--intermediate 5504] [--vocab 8000] [--layers 2] [--sections 1,2,3,4,5]``. Results from an
-H200 are in the README.
+H200 are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft import PeftModel
 from torch import nn
+from transformers import BertModel
 
 from tests.cli.conftest import adapters, ckpts, run_cli  # noqa: F401  (re-exported fixtures)
 from tests.models import tiny_bert
@@ -68,9 +70,6 @@ def best_rank(delta: torch.Tensor, r: int) -> torch.Tensor:
 def peft_merge(base_dir: Path, adapter_dir: Path) -> dict[str, torch.Tensor]:
     """Load BASE with transformers, the adapter with PEFT, and return merge_and_unload()'s
     state dict."""
-    from peft import PeftModel
-    from transformers import BertModel
-
     model = BertModel.from_pretrained(str(base_dir))
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     return {k: v.detach().clone() for k, v in merged.state_dict().items()}

@@ -7,12 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
-from transformers import BertModel
+from transformers import BertModel, GPT2Config, GPT2Model
 
 from spectra.decide.extract import SIDECAR, ExtractOptions, extract
 from spectra.errors import AmbiguousInputError, CheckpointMismatchError, OptionError
+from spectra.multilora import (
+    MultiLoRAConfig,
+    inject_multilora,
+    multilora_layers,
+    save_multilora,
+)
 from tests.decide.conftest import (
     FullPair,
     best_rank,
@@ -193,15 +199,6 @@ def _net() -> torch.nn.Module:
 
 
 def test_multilora_resize_equals_the_optimum(tmp_path: Path) -> None:
-    from peft import PeftModel
-
-    from spectra.multilora import (
-        MultiLoRAConfig,
-        inject_multilora,
-        multilora_layers,
-        save_multilora,
-    )
-
     config = MultiLoRAConfig(r=3, n=3, lora_alpha=6, target_modules=("up", "down"))
     torch.manual_seed(0)
     net = _net()
@@ -222,9 +219,6 @@ def test_multilora_resize_equals_the_optimum(tmp_path: Path) -> None:
 
 def test_gpt2_conv1d_resize_keeps_the_stored_layout(tmp_path: Path) -> None:
     """GPT-2 Conv1D weights are stored (in, out): PEFT's fan_in_fan_out layout."""
-    from peft import PeftModel
-    from transformers import GPT2Config, GPT2Model
-
     config = GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)
     torch.manual_seed(0)
     GPT2Model(config).save_pretrained(tmp_path / "base")

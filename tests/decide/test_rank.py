@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
+from transformers import BertForSequenceClassification, BertModel
 
 from spectra.decide.peft_config import check_unique_targets, lora_config_dict
 from spectra.decide.rank import ModuleSpectrum, budget_ranks, energy_ranks, plan
 from spectra.engine.metrics import energy_rank
 from spectra.errors import OptionError
-from tests.decide.conftest import FullPair
+from tests.decide.conftest import FullPair, randomize_lora
 from tests.models import tiny_bert, tiny_bert_config
 
 
@@ -89,8 +91,6 @@ def test_plan_totals() -> None:
 
 
 def _lora_ranks(model: torch.nn.Module) -> dict[str, tuple[int, float]]:
-    from peft.tuners.lora import LoraLayer
-
     return {
         name: (m.r["default"], m.scaling["default"])
         for name, m in model.named_modules()
@@ -101,7 +101,6 @@ def _lora_ranks(model: torch.nn.Module) -> dict[str, tuple[int, float]]:
 @pytest.mark.parametrize("head", [False, True])
 def test_peft_applies_every_rank_exactly_despite_suffix_collisions(head: bool) -> None:
     """12 layers: encoder.layer.1.* is a textual suffix neighbour of encoder.layer.11.*."""
-    from transformers import BertForSequenceClassification, BertModel
 
     config = tiny_bert_config(hidden=4, layers=12, intermediate=4, heads=1)
     names = [n for n, m in BertModel(config).named_modules() if isinstance(m, torch.nn.Linear)]
@@ -143,8 +142,6 @@ def test_cli_rank_writes_a_loadable_config(weights_pair: FullPair, tmp_path: Pat
 
 def test_rank_from_an_adapter_counts_its_true_rank(tmp_path: Path, run_cli) -> None:
     """A rank-6 LoRA whose B has only 2 independent columns has ΔW of rank 2."""
-    from tests.decide.conftest import randomize_lora
-
     peft_model = get_peft_model(
         tiny_bert(layers=1), LoraConfig(r=6, lora_alpha=6, target_modules=["query", "key"])
     )

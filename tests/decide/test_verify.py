@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from spectra.decide.verify import check_module, verify
 from spectra.errors import CheckpointMismatchError
+from spectra.multilora import MultiLoRAConfig, inject_multilora, merge_multilora, save_multilora
 from tests.decide.conftest import randomize_lora
 from tests.models import tiny_bert
 
@@ -43,7 +44,6 @@ def test_real_peft_merges_verify_ok(tmp_path: Path, dtype: torch.dtype, dora: bo
 
 def _broken(merged: Path, base: Path, out: Path, how: str) -> Path:
     """MERGED with the query module rewritten: half ΔW, W0 (not applied), or ΔW + noise."""
-    from safetensors.torch import load_file
 
     sd = load_file(str(merged / "model.safetensors"))
     w0 = load_file(str(base / "model.safetensors"))[f"{QUERY}.weight"]
@@ -113,8 +113,6 @@ def test_merged_of_another_shape_is_refused(tmp_path: Path, run_cli) -> None:
 
 
 def test_multilora_merge_verifies_ok(tmp_path: Path) -> None:
-    from spectra.multilora import MultiLoRAConfig, inject_multilora, merge_multilora, save_multilora
-
     net = torch.nn.Sequential(torch.nn.Linear(12, 20), torch.nn.Linear(20, 12))
     save_file(
         {k: v.clone() for k, v in net.state_dict().items()}, str(tmp_path / "base.safetensors")
@@ -139,7 +137,6 @@ MODULES = [f"encoder.layer.{i}.attention.self.{t}" for i in range(2) for t in ("
 
 def _lycoris_deltas(adapters, kind: str) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
     """ΔW per module in float64 from the stored factors (the independent answer)."""
-    from safetensors.torch import load_file
 
     if kind == "kohya":
         return {m: adapters.delta[("kohya", "lora_te_" + m.replace(".", "_"))] for m in MODULES}
@@ -156,8 +153,6 @@ def _lycoris_deltas(adapters, kind: str) -> dict[str, torch.Tensor]:  # type: ig
 @pytest.mark.parametrize("kind", ["kohya", "loha"])
 def test_kohya_and_lycoris_merges_verify(adapters, ckpts, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
     """MERGED = W0 + ΔW verifies ok; W0 + ΔW/2 is a scale mismatch."""
-    from safetensors.torch import load_file
-
     base = load_file(str(ckpts.base))
     adapter = adapters.kohya if kind == "kohya" else adapters.loha
     deltas = _lycoris_deltas(adapters, kind)
@@ -174,8 +169,6 @@ def test_kohya_and_lycoris_merges_verify(adapters, ckpts, tmp_path: Path, kind: 
 
 def test_cli_json_and_fail_on_changed(tmp_path: Path, run_cli) -> None:
     import json
-
-    from safetensors.torch import load_file
 
     base, adapter, merged = _merged_case(tmp_path, torch.float32)
     sd = load_file(str(merged / "model.safetensors"))

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from spectra.engine import Spectrum, spectrum, svd_dense, svd_factored
+from spectra.engine import svd as svd_module
 from spectra.engine.device import resolve_device
 from spectra.errors import OptionError
 from spectra.update import ModuleUpdate
@@ -294,3 +295,65 @@ def test_cuda_route_needs_full_rate_float64(monkeypatch, capability, route):
     fake64 = SimpleNamespace(device=torch.device("cuda:0"), dtype=torch.float64, shape=(50, 50))
     assert _route(fake64, "auto", vectors=False) == "torch"
     assert _route(fake, "torch", vectors=False) == "torch"  # a forced backend is kept
+
+
+# --- values of a factored float32 ΔW from the R × R Gram matrices --------------------------
+
+
+CPU = torch.device("cpu")
+
+
+def _qr_route_values(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """σ(L R) by the QR route, in float64: L = Q_u R_u, Rᵀ = Q_v R_v, svdvals(R_u R_vᵀ)."""
+    _, r_u = torch.linalg.qr(left.double())
+    _, r_v = torch.linalg.qr(right.double().T)
+    return torch.linalg.svdvals(r_u @ r_v.T)
+
+
+@pytest.mark.parametrize(
+    ("out", "inp", "inner"), [(96, 64, 16), (64, 96, 16), (200, 40, 8), (33, 17, 1), (60, 48, 17)]
+)
+@pytest.mark.parametrize("storage", [torch.float32, torch.bfloat16])
+def test_factored_values_gram_route_matches_qr_and_dense(out, inp, inner, storage, monkeypatch):
+    gen = torch.Generator().manual_seed(out + 7 * inp + inner)
+    left = torch.randn(out, inner, generator=gen).to(storage)
+    right = torch.randn(inner, inp, generator=gen).to(storage)
+    dense = torch.linalg.svdvals(left.double() @ right.double())[:inner]  # independent reference
+    gram = svd_module._factored_values_gram(left, right, CPU)
+    assert gram is not None  # well-conditioned: the Gram route answers
+    assert float(((gram - dense).abs() / dense).max()) < 1e-12
+    qr = _qr_route_values(left, right)
+    with monkeypatch.context() as m:  # the values route must not run a QR
+        m.setattr(torch.linalg, "qr", _no_qr)
+        s, u, v = svd_factored(left, right)
+    assert s.dtype == torch.float32 and u is None and v is None
+    assert torch.equal(s, qr.float())  # the same float32 values as the QR route
+
+
+def _no_qr(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the Gram route ran a QR")
+
+
+@pytest.mark.parametrize("smallest", [1e-4, 1e-7, 0.0])
+def test_factored_values_fall_back_to_qr_when_gram_is_not_accurate(with_spectrum, smallest):
+    # σ = 1, 0.5, smallest: the Gram route's error on σ_3 would reach float32's ulp (or σ_3 = 0
+    # exactly, a rank-deficient factor), so the QR route answers, accurate for every value
+    chosen = [1.0, 0.5, smallest]
+    _, u, v = with_spectrum(chosen, 60, 40, seed=11)
+    left = (u * torch.tensor(chosen, dtype=torch.float64)).float()  # (60, 3)
+    right = v.T.float()  # (3, 40)
+    assert svd_module._factored_values_gram(left, right, CPU) is None
+    s, _, _ = svd_factored(left, right)
+    ref = torch.linalg.svdvals(left.double() @ right.double())[:3]
+    assert torch.equal(s, _qr_route_values(left, right).float())
+    # each value to float32 rounding of its own size (plus float64 rounding of σ_1 = 1)
+    assert bool(((s.double() - ref).abs() <= 2**-24 * ref + 1e-14).all())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", ["left", "right"])
+def test_nonfinite_factor_values_only_gives_nan(bad, where):
+    left, right = torch.ones(8, 3), torch.ones(3, 5)
+    (left if where == "left" else right)[1, 2] = bad
+    s, u, v = svd_factored(left, right)
+    assert len(s) == 3 and bool(torch.isnan(s).all()) and u is None and v is None
