@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,6 +34,7 @@ from spectra.engine.svd import spectrum
 from spectra.errors import OptionError
 from spectra.io import open_tensors
 from spectra.loaders import open_checkpoint
+from spectra.tables import Table
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,3 +240,55 @@ def _limit(s: ModuleSpectrum, max_rank: int | None) -> int:
 def _check_max_rank(max_rank: int | None) -> None:
     if max_rank is not None and max_rank < 1:
         raise OptionError(f"--max-rank must be at least 1, got {max_rank}")
+
+
+ADVICE_TAUS = (0.90, 0.95, 0.99)
+
+
+def rank_advice(result: Mapping[str, Any], taus: Sequence[float] = ADVICE_TAUS) -> Table:
+    """What ``spectra rank CKPT --energy τ`` would give, per checkpoint of an analysis result.
+
+    Per checkpoint and τ: the per-module ranks k_τ (:func:`energy_ranks`, no ``--max-rank``),
+    summarised as the number of modules, min / median / max rank, the adapter's parameter
+    count Σ_j k_τ,j·(out_j + in_j) and the energy share kept Σ_j E_j(k_τ,j) / Σ_j E_j. Modules
+    whose spectrum is not complete (randomized SVD: ``truncated``), non-finite or zero are
+    left out, as ``spectra rank`` needs every singular value.
+
+    Args:
+        result: An analysis result (``spectra compare --json``).
+        taus: Energy shares τ in (0, 1].
+
+    Returns:
+        The table ``rank_advice`` (one row per checkpoint × τ).
+    """
+    header = (
+        "label", "tau", "modules", "min_rank", "median_rank", "max_rank", "params",
+        "energy_kept",
+    )  # fmt: skip
+    rows = []
+    for inp in result.get("inputs", []):
+        label = inp["label"]
+        spectra = [
+            ModuleSpectrum(
+                m["module"],
+                (int(m["shape"][0]), int(m["shape"][1])),
+                torch.tensor(m["singular_values"], dtype=torch.float64),
+            )
+            for m in result.get("modules", [])
+            if m["label"] == label
+            and not m.get("nonfinite")
+            and not m.get("truncated")
+            and m.get("metrics")
+            and all(v is not None for v in m["singular_values"])
+        ]
+        spectra = [s for s in spectra if s.cap > 0]
+        if not spectra:
+            continue
+        for tau in taus:
+            chosen = plan(spectra, energy_ranks(spectra, tau))
+            ranks = sorted(r.rank for r in chosen.modules)
+            rows.append(
+                (label, tau, len(ranks), ranks[0], float(statistics.median(ranks)), ranks[-1],
+                 chosen.params, chosen.energy_kept)
+            )  # fmt: skip
+    return Table("rank_advice", header, tuple(rows))

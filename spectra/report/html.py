@@ -17,6 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from spectra.decide.rank import rank_advice
 from spectra.diagnose import Diagnosis, Thresholds, diagnose
 from spectra.io.atomic import write_text_atomic
 from spectra.plots import FIGURES, all_figures, method_colors, render_figure
@@ -109,6 +110,10 @@ def render_html(
         "<h2>Tables</h2>",
         _details("Per-module metrics (modules.csv)", _table_html(tables["modules"])),
         _details("Subspace similarity (similarity.csv)", _table_html(tables["similarity"])),
+        _details(
+            "Rank advice: what `spectra rank CKPT --energy τ` would give (k_τ per module)",
+            _table_html(rank_advice(result)),
+        ),
         _details("Skipped and unmatched tensors", _skipped(result)),
     ]
     return (
