@@ -24,19 +24,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-import torch
-
-from spectra.analysis import AnalysisOptions, Progress, analyze_inputs, open_inputs
-from spectra.analysis_module import Input, module_layer
-from spectra.engine.device import resolve_device
-from spectra.engine.metrics import energy_rank, rank_tolerance
-from spectra.engine.subspace import phi_grid
-from spectra.engine.svd import spectrum
+from spectra.analysis import AnalysisOptions, Progress, analyze_inputs
+from spectra.analysis_module import module_layer
 from spectra.errors import FileFormatError, OptionError
 from spectra.inputs import AnalysisInputs, default_labels
 from spectra.loaders import LoadOptions
 from spectra.parallel import Executor
-from spectra.result_types import InputInfo, ModuleRow, Result
+from spectra.result_types import InputInfo, ModuleRow, Result, SimilarityRow
 from spectra.summary import summarize
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
@@ -170,10 +164,10 @@ def trajectory(
     Args:
         paths: A run folder (``checkpoint-*/`` inside) or the checkpoints in training order.
         base: The base model (needed for full-model checkpoints).
-        options: Analysis settings; ``top_k`` is k's upper bound. ``similarity`` is not used
-            (the φ this needs is computed here, for the pairs it needs only).
+        options: Analysis settings; ``top_k`` is k's upper bound. ``similarity`` is always
+            on: φ comes from the analysis' own similarity rows (one SVD per update).
         load: How files become ΔW (α for LoRA files without it, ...).
-        progress: Called as ``progress(done, total, module)`` (analysis, then φ pass).
+        progress: Called as ``progress(done, total, module)`` after each module.
         executor: Where the analysis runs (:func:`spectra.parallel.make_executor`).
 
     Returns:
@@ -183,13 +177,11 @@ def trajectory(
     inputs = AnalysisInputs.of(
         base, [p.path for p in points], labels=[p.label for p in points], load=load
     )
-    options = replace(options, similarity=False)
+    options = replace(options, similarity=True)
     result = analyze_inputs(inputs, options, progress=progress, executor=executor)
     step_of = {p.label: p.step for p in points}
     modules = [_with_step(row, step_of[row["label"]]) for row in result["modules"]]
-    names = sorted({row["module"] for row in modules})
-    _, opened = open_inputs(inputs, options)
-    phi = _phi_rows(opened, names, step_of, options, progress)
+    phi = _phi_rows(result["similarity"], [p.label for p in points], step_of)
     kinds = {i["label"]: i["kind"] for i in result["inputs"]}
     return Trajectory(
         spectra_version=result["spectra_version"],
@@ -206,99 +198,40 @@ def trajectory(
 
 
 def _with_step(row: ModuleRow, step: int) -> dict[str, Any]:
-    values = torch.tensor(row["singular_values"], dtype=torch.float64)
-    k90 = energy_rank(values, 0.9) if values.numel() else 0
-    return {**row, "step": step, "k90": k90 or None}
-
-
-# (U: (out, k), V: (in, k)) of one checkpoint's update: its top-k singular vectors
-_Vectors = tuple[torch.Tensor, torch.Tensor] | None
+    metrics = row.get("metrics") or {}
+    return {**row, "step": step, "k90": metrics.get("k90") or None}
 
 
 def _phi_rows(
-    opened: list[Input],
-    modules: list[str],
-    step_of: dict[str, int],
-    options: AnalysisOptions,
-    progress: Progress | None,
+    similarity: list[SimilarityRow], labels: list[str], step_of: dict[str, int]
 ) -> list[PhiRow]:
-    device = resolve_device(options.device)
+    """φ(k, k) of each checkpoint against the one before ("consecutive") and against the last
+    ("last"), both sides, read from the analysis' similarity rows (a listed before b)."""
+    last = labels[-1]
+    wanted: dict[tuple[str, str], list[Relation]] = {}
+    for a, b in zip(labels, labels[1:], strict=False):
+        wanted.setdefault((a, b), []).append("consecutive")
+    for a in labels[:-1]:
+        wanted.setdefault((a, last), []).append("last")
     rows: list[PhiRow] = []
-    modules_of = {inp.label: {m.module for m in inp.reader.modules()} for inp in opened}
-    for done, module in enumerate(modules, start=1):
-        present = [inp for inp in opened if module in modules_of[inp.label]]
-        rows += _module_phi(module, present, step_of, options.top_k, device)
-        if progress is not None:
-            progress(done, len(modules), module)
-    return rows
-
-
-def _module_phi(
-    module: str, present: list[Input], step_of: dict[str, int], top_k: int, device: torch.device
-) -> list[PhiRow]:
-    """φ rows of one module: each checkpoint against the one before and against the last.
-    Only the previous and the last checkpoint's vectors are held."""
-    if len(present) < 2:
-        return []
-    *earlier, final = present
-    last = _vectors(final, module, top_k, device)
-    rows: list[PhiRow] = []
-    prev: tuple[int, _Vectors] | None = None
-    for inp in earlier:
-        cur = (step_of[inp.label], _vectors(inp, module, top_k, device))
-        if prev is not None:
-            rows += _pair(module, prev, cur, "consecutive")
-        rows += _pair(module, cur, (step_of[final.label], last), "last")
-        prev = cur
-    assert prev is not None
-    rows += _pair(module, prev, (step_of[final.label], last), "consecutive")
-    return rows
-
-
-def _vectors(inp: Input, module: str, top_k: int, device: torch.device) -> _Vectors:
-    """Top singular vectors spanning ΔW's range (σ above the numerical-rank tolerance), at most
-    ``top_k``; None for a non-finite or zero update."""
-    update = inp.reader.update(module)
-    try:
-        spec = spectrum(update, vectors=top_k, device=device)
-    except torch.linalg.LinAlgError:
-        return None
-    values = spec.values
-    if values.numel() == 0 or not spec.finite or float(values[0]) == 0.0:
-        return None
-    tol = rank_tolerance(float(values[0]), update.shape, torch.finfo(values.dtype).eps)
-    k = min(int((values > tol).sum()), top_k)
-    assert spec.U is not None and spec.V is not None
-    return spec.U[:, :k], spec.V[:, :k]
-
-
-def _pair(
-    module: str, a_at: tuple[int, _Vectors], b_at: tuple[int, _Vectors], relation: Relation
-) -> list[PhiRow]:
-    """φ(k, k) on both sides between checkpoint a and b, given as (step, vectors)."""
-    (step_a, a), (step_b, b) = a_at, b_at
-    if a is None or b is None:
-        return []
-    layer, mtype = module_layer(module)
-    rows: list[PhiRow] = []
-    for side, ua, ub in (("left", a[0], b[0]), ("right", a[1], b[1])):
-        k = min(ua.shape[1], ub.shape[1])
-        if k < 1 or ua.shape[0] != ub.shape[0]:
-            continue
-        grid = phi_grid(ua[:, :k], ub[:, :k])  # (k, k): entry [k-1, k-1] = φ(k, k)
-        rows.append(
-            PhiRow(
-                module=module,
-                module_type=mtype,
-                layer=layer,
-                side=side,
-                relation=relation,
-                step_a=step_a,
-                step_b=step_b,
-                k=k,
-                phi=float(grid[k - 1, k - 1]),
-            )  # fmt: skip
-        )
+    for sim in similarity:
+        for relation in wanted.get((sim["a"], sim["b"]), []):
+            if not sim["phi"]:
+                continue
+            layer, mtype = module_layer(sim["module"])
+            rows.append(
+                PhiRow(
+                    module=sim["module"],
+                    module_type=mtype,
+                    layer=layer,
+                    side=sim["side"],
+                    relation=relation,
+                    step_a=step_of[sim["a"]],
+                    step_b=step_of[sim["b"]],
+                    k=len(sim["phi"]),
+                    phi=float(sim["phi"][-1][-1]),
+                )  # fmt: skip
+            )
     return rows
 
 

@@ -211,12 +211,15 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_full_model_checkpoints_with_base(full_run: Path, tmp_path, capsys) -> None:
     traj = trajectory(full_run / "run", base=full_run / "base")
     assert [(c["step"], c["kind"]) for c in traj["checkpoints"]] == [(2, "full"), (4, "full")]
+    # what `spectra compare BASE checkpoint-2 checkpoint-4` computes (similarity on: the same
+    # SVD route with vectors that the trajectory's φ uses)
+    run = full_run / "run"
     rows = analyze(
-        full_run / "base", [full_run / "run" / "checkpoint-4"],
-        options=AnalysisOptions(similarity=False, against_base=False),
+        full_run / "base", [run / "checkpoint-2", run / "checkpoint-4"],
+        options=AnalysisOptions(against_base=False),
     )["modules"]  # fmt: skip
     mine = {r["module"]: r["metrics"] for r in traj["modules"] if r["step"] == 4}
-    assert mine == {r["module"]: r["metrics"] for r in rows}
+    assert mine == {r["module"]: r["metrics"] for r in rows if r["label"] == "checkpoint-4"}
     assert {p["relation"] for p in traj["phi"]} == {"consecutive", "last"}
     with pytest.raises(SystemExit) as e:
         main(["trajectory", str(full_run / "run"), "-o", str(tmp_path / "o"), "-q"])
