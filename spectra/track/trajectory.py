@@ -11,9 +11,8 @@ step order; each holds an adapter or a full model) or checkpoints listed in orde
   ‖U_aᵀ U_b‖_F² / k ∈ [0, 1] (:func:`spectra.engine.subspace.phi_grid`), U the top-k singular
   vectors, k = min(top_k, the numerical rank of both updates).
 
-The singular vectors are computed in a second pass, one module at a time, keeping only the
-previous and the last checkpoint's vectors: one more SVD per module and checkpoint (cheap for
-factored updates; for dense full-model checkpoints it doubles the time).
+φ is read from the analysis' own similarity rows (similarity on), so each update has one SVD
+that serves both its metrics and φ.
 """
 
 from __future__ import annotations
