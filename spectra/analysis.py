@@ -241,7 +241,7 @@ def analyze(
     options: AnalysisOptions = AnalysisOptions(),
     progress: Progress | None = None,
     executor: Executor | None = None,
-) -> Result:
+) -> AnalysisResult:
     """:func:`analyze_inputs` of ``AnalysisInputs.of(base, checkpoints, labels, kinds)``: the
     short form for files that need no load settings (α for LoRA files without it and the like
     go in :class:`~spectra.inputs.AnalysisInputs`' ``load``)."""
@@ -255,7 +255,7 @@ def analyze_inputs(
     *,
     progress: Progress | None = None,
     executor: Executor | None = None,
-) -> Result:
+) -> AnalysisResult:
     """Spectra, metrics and pairwise subspace similarity of every module of every checkpoint.
 
     Args:

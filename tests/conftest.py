@@ -3,6 +3,7 @@ headless matplotlib, no network."""
 
 import os
 import tempfile
+from dataclasses import dataclass
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -40,3 +41,30 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory):
         RecipeConfig.quick(num_threads=1), demo_dir / "run", progress=messages.append
     )
     return result, messages
+
+
+@dataclass
+class CliResult:
+    """What one in-process CLI run gave: exit code, stdout, stderr."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run the real entry point in-process: returns exit code, stdout, stderr."""
+    from spectra_cli.app import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        cap = capsys.readouterr()
+        return CliResult(code, cap.out, cap.err)
+
+    return run

@@ -25,26 +25,26 @@ class Linears(nn.Module):
         return last(x)
 
 
-def tiny_bert_config(
-    *,
-    vocab: int = 50,
-    hidden: int = 16,
-    layers: int = 2,
-    intermediate: int = 32,
-    positions: int = 16,
-    heads: int = 2,
-) -> Any:
-    """A ``transformers.BertConfig`` small enough that every test can build and save it."""
+# BertConfig's own field names: the sizes a test may override
+TINY_BERT = {
+    "vocab_size": 50,
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "max_position_embeddings": 16,
+}
+
+
+def tiny_bert_config(**sizes: int) -> Any:
+    """A ``transformers.BertConfig`` small enough that every test can build and save it: the
+    :data:`TINY_BERT` sizes, ``sizes`` (same field names) overriding them."""
     from transformers import BertConfig
 
-    return BertConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        max_position_embeddings=positions,
-    )
+    unknown = sorted(sizes.keys() - TINY_BERT.keys())
+    if unknown:  # BertConfig would keep a misspelt size as an unused attribute
+        raise TypeError(f"tiny_bert_config: unknown sizes {unknown}; known: {sorted(TINY_BERT)}")
+    return BertConfig(**(TINY_BERT | sizes))
 
 
 def tiny_bert(*, pooling: bool = True, **sizes: int) -> nn.Module:

@@ -38,7 +38,6 @@ from safetensors.torch import save_file
 from spectra.analysis import AnalysisOptions, analyze
 from spectra.io.result_schema import check_result
 from spectra.results import dumps_result, load_result
-from tests.cli.conftest import run_cli  # noqa: F401  (fixture)
 from tests.models import tiny_bert
 
 DATA = Path(__file__).parent / "data"
@@ -46,7 +45,14 @@ GOLDEN_RESULT = DATA / "golden_result.json"
 GOLDEN_DIAGNOSE = DATA / "golden_diagnose.json"
 REGEN = os.environ.get("SPECTRA_REGEN_GOLDEN") == "1"
 TARGETS = ("query", "value")
-SIZES = {"vocab": 40, "hidden": 16, "layers": 2, "intermediate": 24, "positions": 8, "heads": 2}
+SIZES = {  # pinned here, not taken from tests.models: the golden bytes depend on them
+    "vocab_size": 40,
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 24,
+    "max_position_embeddings": 8,
+}
 
 
 def _model() -> torch.nn.Module:
@@ -79,9 +85,9 @@ def _write_inputs(root: Path) -> None:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
     peft_model.save_pretrained(str(root / "lora"))
 
-    hidden, n, r = SIZES["hidden"], 2, 2
+    hidden, n, r = SIZES["hidden_size"], 2, 2
     tensors = {}
-    for layer in range(SIZES["layers"]):
+    for layer in range(SIZES["num_hidden_layers"]):
         for t in TARGETS:
             m = f"encoder.layer.{layer}.attention.self.{t}"
             tensors[m + ".multilora_A"] = torch.randn(n, r, hidden, generator=g)

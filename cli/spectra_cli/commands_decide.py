@@ -19,54 +19,71 @@ from spectra.decide import verify as verify_mod
 from spectra.decide.peft_config import check_unique_targets, lora_config_dict
 from spectra.errors import EXIT_VERDICT, OptionError
 from spectra.io.atomic import check_not_an_input, write_text_atomic
-from spectra_cli.options import JsonOut
+from spectra_cli.options import JsonOut, OptionGroup, takes
 from spectra_cli.text import printable
 
 Base = Annotated[
     Path | None, typer.Option("--base", help="Base model checkpoint (needed for a full fine-tune).")
 ]
-Energy = Annotated[
-    float | None,
-    typer.Option("--energy", help="Keep this share τ of each module's Σσ² (0 < τ ≤ 1)."),
-]
-Budget = Annotated[
-    int | None,
-    typer.Option(
-        "--budget", help="Total adapter parameters Σ r·(out + in), spread for most energy."
-    ),
-]
-MaxRank = Annotated[int | None, typer.Option("--max-rank", help="Upper limit on every rank.")]
 Modules = Annotated[
     str | None, typer.Option("--modules", help="Regex: only module paths it finds (re.search).")
 ]
 
+# How ranks are chosen, for rank and extract (``extract`` adds ``--rank``): packed as a dict
+# of the three values by name, as ExtractOptions and the rank plan take them.
+RANK_CHOICE = OptionGroup(
+    "choice",
+    (
+        (
+            "energy",
+            Annotated[
+                float | None,
+                typer.Option(
+                    "--energy", help="Keep this share τ of each module's Σσ² (0 < τ ≤ 1)."
+                ),
+            ],
+            None,
+        ),
+        (
+            "budget",
+            Annotated[
+                int | None,
+                typer.Option(
+                    "--budget",
+                    help="Total adapter parameters Σ r·(out + in), spread for most energy.",
+                ),
+            ],
+            None,
+        ),
+        (
+            "max_rank",
+            Annotated[int | None, typer.Option("--max-rank", help="Upper limit on every rank.")],
+            None,
+        ),
+    ),
+    dict,
+)
 
+
+@takes(RANK_CHOICE)
 def rank(
     ckpt: Annotated[Path, typer.Argument(help="Full fine-tune (with --base) or an adapter.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The LoraConfig JSON to write.")],
     base: Base = None,
-    energy: Energy = None,
-    budget: Budget = None,
-    max_rank: MaxRank = None,
     alpha_ratio: Annotated[
         float, typer.Option("--alpha-ratio", help="α / r for every module (α rule: s constant).")
     ] = 1.0,
     modules: Modules = None,
     json_out: JsonOut = None,
+    *,
+    choice: dict[str, Any],
 ) -> None:
     """Per-module LoRA ranks from the spectrum of ΔW, as a PEFT LoraConfig JSON."""
-    if (energy is None) == (budget is None):
-        raise OptionError("pass exactly one of --energy and --budget")
     for path in (out, json_out):
         if path is not None:
             check_not_an_input(path, [ckpt, base])
     spectra, names = rank_mod.checkpoint_spectra(ckpt, base=base, modules=modules)
-    gap = None
-    if energy is not None:
-        ranks = rank_mod.energy_ranks(spectra, energy, max_rank)
-    else:
-        assert budget is not None
-        ranks, gap = rank_mod.budget_ranks(spectra, budget, max_rank)
+    ranks, gap = rank_mod.choose_ranks(spectra, **choice)
     plan = rank_mod.plan(spectra, ranks, gap)
     check_unique_targets(list(plan.ranks), names)
     config = lora_config_dict(plan.ranks, alpha_ratio=alpha_ratio)
@@ -83,13 +100,11 @@ def rank(
     typer.echo(f"wrote {out}")
 
 
+@takes(RANK_CHOICE)
 def extract(
     inputs: Annotated[list[Path], typer.Argument(help="BASE TUNED (full fine-tune), or ADAPTER.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter directory to write.")],
     rank: Annotated[int | None, typer.Option("--rank", help="One rank for every module.")] = None,
-    energy: Energy = None,
-    budget: Budget = None,
-    max_rank: MaxRank = None,
     base: Base = None,
     svd: Annotated[
         str, typer.Option("--svd", help="exact, or randomized (with --rank; error stated).")
@@ -101,6 +116,8 @@ def extract(
     modules: Modules = None,
     json_out: JsonOut = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-module progress.")] = False,
+    *,
+    choice: dict[str, Any],
 ) -> None:
     """A PEFT LoRA adapter whose merge gives W0 + the best rank-r approximation of each ΔW."""
     if len(inputs) == 2:
@@ -113,8 +130,7 @@ def extract(
         raise OptionError("give BASE TUNED, or one ADAPTER to resize")
     check_not_an_input(out, [ckpt, base])
     options = extract_mod.ExtractOptions(
-        rank=rank, energy=energy, budget=budget, max_rank=max_rank,
-        svd=svd, assume_linear=assume_linear, modules=modules,  # type: ignore[arg-type]
+        rank=rank, **choice, svd=svd, assume_linear=assume_linear, modules=modules,  # type: ignore[arg-type]
     )  # fmt: skip
     say = None if quiet else (lambda line: typer.echo(line, err=True))
     result = extract_mod.extract(ckpt, out, base=base, options=options, progress=say)

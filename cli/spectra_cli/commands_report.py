@@ -93,7 +93,7 @@ def report(
     typer.echo(str(path))
 
 
-@o.analysis_command(similarity=False)
+@o.takes(o.ANALYSIS, o.THRESHOLDS, similarity=False)
 def diagnose_cmd(
     inputs: Annotated[
         list[Path],
@@ -115,55 +115,16 @@ def diagnose_cmd(
     all_modules: Annotated[
         bool, typer.Option("--all", help="List every module, not only flagged ones.")
     ] = False,
-    top1: Annotated[
-        float,
-        typer.Option("--dominated-top1-energy", help="Dominated when top-1 energy share ≥ this."),
-    ] = Thresholds.dominated_top1_energy,
-    erank: Annotated[
-        float,
-        typer.Option(
-            "--dominated-erank-ratio", help="Dominated when effective rank / rank ≤ this."
-        ),
-    ] = Thresholds.dominated_erank_ratio,
-    collapsed: Annotated[
-        float,
-        typer.Option(
-            "--collapsed-phi", help="MultiLoRA collapsed when mean inter-module φ ≥ this."
-        ),
-    ] = Thresholds.collapsed_phi,
-    amplification: Annotated[
-        float,
-        typer.Option("--amplification", help="Amplified when the amplification factor ≥ this."),
-    ] = Thresholds.amplification,
-    intruder_count: Annotated[
-        int,
-        typer.Option(
-            "--intruder-count", help="Intruders when at least this many intruder dimensions."
-        ),
-    ] = Thresholds.intruder_count,
-    share: Annotated[
-        float,
-        typer.Option(
-            "--overall-share", help="A method gets a verdict when this share of its modules do."
-        ),
-    ] = Thresholds.overall_share,
     json_out: o.JsonOut = None,
     *,
     analysis: o.Analysis,
+    thresholds: Thresholds,
 ) -> int:
     """Is this adapter dominated by a few directions? A verdict per module and overall.
 
     Several adapters (or a folder of them) are diagnosed in one run: one verdict each, one
     table, one JSON.
     """
-    thresholds = Thresholds(
-        dominated_top1_energy=top1,
-        dominated_erank_ratio=erank,
-        collapsed_phi=collapsed,
-        amplification=amplification,
-        intruder_count=intruder_count,
-        overall_share=share,
-    )
     for v in fail_on or []:
         if v not in SEVERITY:
             raise OptionError(

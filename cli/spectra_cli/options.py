@@ -1,11 +1,13 @@
 """Options shared by several commands, declared once.
 
-Every analysing command (``compare``, ``figures``, ``report``, ``diagnose``) takes the same
-analysis options: :func:`analysis_command` adds them to the command's signature (so Typer
-parses them and ``--help`` lists them) and hands the command one :class:`Analysis` holding
-them, packed into the library's objects (:class:`~spectra.loaders.LoadOptions`,
-:class:`~spectra.analysis.AnalysisOptions`, :class:`~spectra.parallel.ExecutionOptions`).
-A new shared option is one entry in :data:`SHARED` and one line in :func:`_pack`.
+An :class:`OptionGroup` is a set of options a command receives packed as one object;
+:func:`takes` adds a group's options to the command's signature (so Typer parses them and
+``--help`` lists them) and hands the command the packed object. Every analysing command
+(``compare``, ``figures``, ``report``, ``diagnose``) takes :data:`ANALYSIS` (packed into the
+library's :class:`~spectra.loaders.LoadOptions`, :class:`~spectra.analysis.AnalysisOptions`
+and :class:`~spectra.parallel.ExecutionOptions`); ``diagnose`` also takes :data:`THRESHOLDS`
+(one option per :class:`~spectra.diagnose.Thresholds` field). A new shared analysis option
+is one entry in :data:`SHARED` and one line in :func:`_pack`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from spectra.analysis import UNRELATED_THRESHOLD, AnalysisOptions, analyze_inputs
+from spectra.diagnose import Thresholds
 from spectra.engine.randomized import DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERS
 from spectra.errors import OptionError
 from spectra.hub import record_sources
@@ -190,7 +193,6 @@ SHARED: tuple[tuple[str, Any, Any], ...] = (
     ("threads", Threads, None),
     ("quiet", Quiet, False),
 )
-_NAMES = tuple(name for name, _, _ in SHARED)
 
 
 @dataclass(frozen=True)
@@ -286,39 +288,66 @@ def _pack(v: dict[str, Any]) -> Analysis:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def analysis_command(**defaults: Any) -> Callable[[F], F]:
-    """Decorator: the command takes every shared analysis option (:data:`SHARED`) after its
-    own, and receives them as one keyword argument ``analysis: Analysis``.
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options a command receives packed as one object.
+
+    Attributes:
+        param: The command's keyword parameter that receives the packed object.
+        options: (parameter name, Typer annotation, default) per option, in ``--help`` order.
+        pack: The object, from the option values by parameter name (it validates them).
+    """
+
+    param: str
+    options: tuple[tuple[str, Any, Any], ...]
+    pack: Callable[[dict[str, Any]], Any]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.options)
+
+
+def takes(*groups: OptionGroup, **defaults: Any) -> Callable[[F], F]:
+    """Decorator: the command takes every option of ``groups`` after its own, and receives
+    each group packed, as the keyword argument ``group.param``.
 
     Args:
-        defaults: A different default for some shared options of this command, by parameter
-            name (e.g. ``similarity=False``).
+        groups: The option groups, in ``--help`` order.
+        defaults: A different default for some options of this command, by parameter name
+            (e.g. ``similarity=False``).
+
+    Raises:
+        TypeError: A default for no option of the groups, a missing ``param`` parameter, or
+            a command parameter that redeclares a group option.
     """
-    unknown = set(defaults) - set(_NAMES)
+    names = [n for g in groups for n in g.names]
+    unknown = set(defaults) - set(names)
     if unknown:
-        raise TypeError(f"not shared analysis options: {sorted(unknown)}")
+        raise TypeError(f"not options of {[g.param for g in groups]}: {sorted(unknown)}")
 
     def wrap(fn: F) -> F:
         sig = inspect.signature(fn, eval_str=True)
-        if "analysis" not in sig.parameters:
-            raise TypeError(f"{fn.__name__} must take an `analysis` parameter")
-        own = [p for p in sig.parameters.values() if p.name != "analysis"]
-        clash = {p.name for p in own} & set(_NAMES)
+        missing = [g.param for g in groups if g.param not in sig.parameters]
+        if missing:
+            raise TypeError(f"{fn.__name__} must take the parameters {missing}")
+        own = [p for p in sig.parameters.values() if p.name not in {g.param for g in groups}]
+        clash = {p.name for p in own} & set(names)
         if clash:
-            raise TypeError(f"{fn.__name__} redeclares shared options {sorted(clash)}")
-        shared = [
+            raise TypeError(f"{fn.__name__} redeclares group options {sorted(clash)}")
+        added = [
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name, d), annotation=a
             )
-            for name, a, d in SHARED
+            for g in groups
+            for name, a, d in g.options
         ]
 
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in _NAMES}
-            return fn(*args, analysis=_pack(values), **kwargs)
+            packed = {g.param: g.pack({n: kwargs.pop(n) for n in g.names}) for g in groups}
+            return fn(*args, **packed, **kwargs)
 
-        params = [*own, *shared]
+        params = [*own, *added]
         command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
         if sig.return_annotation is not inspect.Signature.empty:
@@ -326,6 +355,43 @@ def analysis_command(**defaults: Any) -> Callable[[F], F]:
         return command  # type: ignore[return-value]
 
     return wrap
+
+
+ANALYSIS = OptionGroup("analysis", SHARED, _pack)
+
+# One option per Thresholds field (``--dominated-top1-energy`` for ``dominated_top1_energy``),
+# its default the field's; tests check that every field has its line here.
+THRESHOLD_HELP: dict[str, str] = {
+    "dominated_top1_energy": "Dominated when top-1 energy share ≥ this.",
+    "dominated_erank_ratio": "Dominated when effective rank / rank ≤ this.",
+    "dominated_min_rank": "Modules of smaller rank are not judged for dominance.",
+    "collapsed_phi": "MultiLoRA collapsed when mean inter-module φ ≥ this.",
+    "amplification": "Amplified when the amplification factor ≥ this.",
+    "intruder_count": "Intruders when at least this many intruder dimensions.",
+    "overall_share": "A method gets a verdict when this share of its modules do.",
+}
+THRESHOLDS = OptionGroup(
+    "thresholds",
+    tuple(
+        (
+            f.name,
+            Annotated[
+                type(f.default),
+                typer.Option("--" + f.name.replace("_", "-"), help=THRESHOLD_HELP[f.name]),
+            ],
+            f.default,
+        )
+        for f in fields(Thresholds)
+    ),
+    lambda values: Thresholds(**values),
+)
+
+
+def analysis_command(**defaults: Any) -> Callable[[F], F]:
+    """Decorator: the command takes the shared analysis options (:data:`SHARED`) after its
+    own, and receives them as one keyword argument ``analysis: Analysis``
+    (``takes(ANALYSIS, **defaults)``)."""
+    return takes(ANALYSIS, **defaults)
 
 
 def kinds_for(kind: Sequence[str] | None) -> list[Any] | None:

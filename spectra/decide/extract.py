@@ -29,7 +29,7 @@ from spectra.decide import carry as carry_mod
 from spectra.decide.adapter_files import PEFT_PREFIX, lora_tensors, write_adapter
 from spectra.decide.layouts import module_layouts
 from spectra.decide.peft_config import check_unique_targets, lora_config_dict
-from spectra.decide.rank import ModuleSpectrum, budget_ranks, energy_ranks
+from spectra.decide.rank import ModuleSpectrum, choose_ranks
 from spectra.decide.truncate import SvdRoute, truncate
 from spectra.engine.svd import spectrum
 from spectra.errors import OptionError, UnsupportedFormatError
@@ -258,10 +258,9 @@ def _ranks(
         spectra.append(ModuleSpectrum(m, shapes[m], values))
         if progress:
             progress(f"{m}: spectrum")
-    if options.energy is not None:
-        return energy_ranks(spectra, options.energy, options.max_rank)
-    assert options.budget is not None
-    return budget_ranks(spectra, options.budget, options.max_rank)[0]
+    return choose_ranks(
+        spectra, energy=options.energy, budget=options.budget, max_rank=options.max_rank
+    )[0]
 
 
 def _selector(pattern: str | None) -> Callable[[str], bool]:

@@ -172,6 +172,30 @@ def budget_ranks(
     return ranks, gap
 
 
+def choose_ranks(
+    spectra: Sequence[ModuleSpectrum],
+    *,
+    energy: float | None = None,
+    budget: int | None = None,
+    max_rank: int | None = None,
+) -> tuple[dict[str, int], float | None]:
+    """Module → rank by exactly one rule: :func:`energy_ranks` (τ = ``energy``) or
+    :func:`budget_ranks`.
+
+    Returns:
+        (module → rank, the budget's gap bound or None for ``energy``).
+
+    Raises:
+        OptionError: Neither or both rules given, or a rule's own error.
+    """
+    if (energy is None) == (budget is None):
+        raise OptionError("pass exactly one of --energy and --budget")
+    if energy is not None:
+        return energy_ranks(spectra, energy, max_rank), None
+    assert budget is not None
+    return budget_ranks(spectra, budget, max_rank)
+
+
 def plan(
     spectra: Sequence[ModuleSpectrum], ranks: dict[str, int], gap: float | None = None
 ) -> RankPlan:

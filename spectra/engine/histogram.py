@@ -7,7 +7,7 @@ LoRA's histogram "fall at both ends" and full fine-tuning's bell-shaped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -18,11 +18,19 @@ from spectra.engine.svd import Spectrum
 SpectrumLike = Spectrum | tuple[torch.Tensor | np.ndarray, int]
 
 
-def _values_and_zeros(item: SpectrumLike) -> tuple[torch.Tensor, int]:
-    if isinstance(item, Spectrum):
-        return item.values, item.structural_zeros
-    values, zeros = item
-    return torch.as_tensor(values), int(zeros)
+def _ratios(spectra: Iterable[SpectrumLike]) -> Iterator[tuple[np.ndarray, int]]:
+    """(σ / σ_1 (m,), structural zeros) of each module whose σ/σ_1 is defined: modules with
+    no values, with non-finite values or with σ_1 == 0 (a zero update) are skipped."""
+    for item in spectra:
+        if isinstance(item, Spectrum):
+            values, zeros = item.values, item.structural_zeros
+        else:
+            values, zeros = torch.as_tensor(item[0]), int(item[1])
+        if len(values) == 0 or not bool(torch.isfinite(values).all()):
+            continue
+        ratio = normalized_spectrum(values, mode="max").numpy()
+        if ratio[0] != 0.0:  # σ_1 == 0: σ/σ_1 undefined
+            yield ratio, zeros
 
 
 def spectrum_histogram(
@@ -50,13 +58,7 @@ def spectrum_histogram(
         raise ValueError(f"bins must be >= 1, got {bins}")
     edges = np.linspace(0.0, 1.0, bins + 1)
     counts = np.zeros(bins, dtype=np.int64)
-    for item in spectra:
-        values, zeros = _values_and_zeros(item)
-        if len(values) == 0 or not bool(torch.isfinite(values).all()):
-            continue
-        ratio = normalized_spectrum(values, mode="max").numpy()
-        if ratio[0] == 0.0:  # σ_1 == 0
-            continue
+    for ratio, zeros in _ratios(spectra):
         counts += np.histogram(np.clip(ratio, 0.0, 1.0), bins=edges)[0]
         counts[0] += zeros
     if not density:
@@ -94,13 +96,7 @@ def log_spectrum_histogram(
     edges = np.linspace(-float(decades), 0.0, bins + 1)
     counts = np.zeros(bins, dtype=np.int64)
     below = 0
-    for item in spectra:
-        values, _zeros = _values_and_zeros(item)
-        if len(values) == 0 or not bool(torch.isfinite(values).all()):
-            continue
-        ratio = normalized_spectrum(values, mode="max").numpy()
-        if ratio[0] == 0.0:  # σ_1 == 0
-            continue
+    for ratio, _zeros in _ratios(spectra):
         logs = np.log10(np.clip(ratio[ratio > 0.0], None, 1.0))
         below += int((logs < -decades).sum())
         counts += np.histogram(logs[logs >= -decades], bins=edges)[0]

@@ -62,8 +62,9 @@ class IntruderPlan:
             return None
         return (
             f"intruder dimensions skipped: they need full SVDs of W0 and W0 + ΔW for "
-            f"{self.pairs} modules, estimated {_duration(self.estimated_seconds)} at 2 threads "
-            f"(default limit {INTRUDER_AUTO_SECONDS:g} s); pass --intruders to compute them"
+            f"{self.pairs} (module, checkpoint) pairs, estimated "
+            f"{_duration(self.estimated_seconds)} at 2 threads (default limit "
+            f"{INTRUDER_AUTO_SECONDS:g} s); pass --intruders to compute them"
         )
 
 

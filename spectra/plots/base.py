@@ -25,7 +25,7 @@ from spectra.plots.style import (
     legend_if_any,
     method_colors,
     new_figure,
-    plain_log_ticks,
+    plain_log_y,
     short_module_label,
 )
 
@@ -75,8 +75,7 @@ def against_base_figure(result: dict[str, Any]) -> Figure | None:
                     xs, ys, marker="o", markersize=4, linestyle="none", color=color, label=label
                 )
         if log_y:
-            ax.set_yscale("log")
-            plain_log_ticks(ax.yaxis)
+            plain_log_y(ax)
         else:
             ax.yaxis.set_major_locator(MaxNLocator(integer=key == "intruder_count"))
         ax.set_ylabel(ylabel, fontsize="small")

@@ -22,7 +22,7 @@ from spectra.plots.style import (
     method_colors,
     method_linestyles,
     new_figure,
-    plain_log_ticks,
+    plain_log_y,
 )
 
 # (metric key, axis label, log y): the two rows of the figure
@@ -83,8 +83,7 @@ def layer_dominance_figure(result: dict[str, Any]) -> Figure | None:
                         marker=markers[stack],
                     )
             if log_y:
-                ax.set_yscale("log")
-                plain_log_ticks(ax.yaxis)
+                plain_log_y(ax)
             else:
                 ax.set_ylim(0.0, 1.02)
             ax.set_xlabel("layer index")

@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from spectra.diagnose import mean_off_diagonal
 from spectra.plots.data import as_grid, module_sort_key, nanmean_padded, stacks
@@ -30,6 +31,7 @@ from spectra.plots.style import (
     legend_if_any,
     method_colors,
     new_figure,
+    phi_image,
 )
 
 _SIDES = (("phi_left", "left (output)"), ("phi_right", "right (input)"))
@@ -73,22 +75,11 @@ def multilora_figure(result: dict[str, Any]) -> Figure | None:
     return fig
 
 
-def _phi_heatmap(ax: Axes, grids: list[np.ndarray], label: str, side: str) -> Any:
-    mean = nanmean_padded(grids)  # (n, n)
-    n = mean.shape[0]
-    image = ax.imshow(
-        mean,
-        origin="lower",
-        vmin=0.0,
-        vmax=1.0,
-        cmap=HEATMAP_CMAP,
-        interpolation="nearest",
-        extent=(0.5, n + 0.5, 0.5, n + 0.5),
-    )
+def _phi_heatmap(ax: Axes, grids: list[np.ndarray], label: str, side: str) -> AxesImage:
+    image = phi_image(ax, nanmean_padded(grids))  # (n, n)
     ax.set_title(f"{label}: {side} φ\nmean over {len(grids)} matrices", fontsize="medium")
     ax.set_xlabel("parallel module j")
     ax.set_ylabel("parallel module i")
-    integer_ticks(ax.xaxis, ax.yaxis)
     return image
 
 

@@ -66,12 +66,8 @@ def spectrum_histogram_figure(
     Returns:
         The figure: one ``stairs`` artist per method with modules to show.
     """
-    colors, styles = method_colors(result), method_linestyles(result)
-    fig, axes = new_figure(panel_size=(7.0, 4.2))
-    ax = axes[0][0]
-    for label, rows in rows_by_label(result).items():
-        if not rows:
-            continue
+    fig, ax, methods = _methods_panel(result)
+    for label, rows, style in methods:
         pairs = [(values_tensor(r), int(r.get("structural_zeros", 0))) for r in rows]
         if axis == "log":
             counts, edges, _below = log_spectrum_histogram(pairs, bins=bins, decades=_LOG_DECADES)
@@ -80,10 +76,9 @@ def spectrum_histogram_figure(
         ax.stairs(
             np.asarray(counts, dtype=np.float64),
             np.asarray(edges, dtype=np.float64),
-            color=colors[label],
-            linestyle=styles[label],
             linewidth=1.6,
             label=f"{label} ({len(rows)} modules)",
+            **style,
         )
     if log_counts:
         ax.set_yscale("log")
@@ -166,14 +161,9 @@ def _curve_figure(
     """One panel, one curve family per method (``curve(row)``: (m,) values at k = 1..m)."""
     if show not in ("median", "modules"):
         raise ValueError(f"show must be 'median' or 'modules', got {show!r}")
-    colors, styles = method_colors(result), method_linestyles(result)
-    fig, axes = new_figure(panel_size=(7.0, 4.2))
-    ax = axes[0][0]
-    for label, rows in rows_by_label(result).items():
-        if not rows:
-            continue
+    fig, ax, methods = _methods_panel(result)
+    for label, rows, style in methods:
         curves = [curve(row).numpy() for row in rows]
-        style = {"color": colors[label], "linestyle": styles[label]}
         if show == "median":
             _median_band(ax, curves, label=f"{label} ({len(rows)} modules)", **style)
         else:
@@ -182,7 +172,7 @@ def _curve_figure(
         if rank is not None:
             ax.axvline(
                 rank,
-                color=colors[label],
+                color=style["color"],
                 linestyle=":",
                 linewidth=1.2,
                 label=f"{label}: inner rank R = {rank}",
@@ -192,6 +182,21 @@ def _curve_figure(
     ax.set_xlabel("k (singular value index, 1 = largest" + (", log scale)" if log_k else ")"))
     legend_if_any(ax, title="method")
     return fig, ax
+
+
+def _methods_panel(
+    result: dict[str, Any],
+) -> tuple[Figure, Axes, list[tuple[str, list[dict[str, Any]], dict[str, str]]]]:
+    """A one-panel figure, and (label, rows, {color, linestyle}) of each method with modules,
+    in input order."""
+    colors, styles = method_colors(result), method_linestyles(result)
+    fig, axes = new_figure(panel_size=(7.0, 4.2))
+    methods = [
+        (label, rows, {"color": colors[label], "linestyle": styles[label]})
+        for label, rows in rows_by_label(result).items()
+        if rows
+    ]
+    return fig, axes[0][0], methods
 
 
 def _median_band(ax: Axes, curves: list[np.ndarray], *, label: str, **style: Any) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 # Okabe–Ito, reordered so the first methods get the most distinct hues; yellow (low contrast on
@@ -121,8 +123,36 @@ def integer_ticks(*axes: Axis) -> None:
         axis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plain_log_ticks(axis: Axis) -> None:
-    """Label a log axis 2, 5, 20 instead of 2×10⁰, 5×10⁰, 2×10¹ (minor ticks: a readable
-    subset when the axis spans few decades, none otherwise)."""
-    axis.set_major_formatter(LogFormatter())
-    axis.set_minor_formatter(LogFormatter(minor_thresholds=(1.2, 0.4)))
+def phi_image(ax: Axes, grid: np.ndarray, **kwargs: Any) -> AxesImage:
+    """Draw a grid of φ values (k_a, k_b) on [0, 1] as a heat map: cell (i, j) centred on
+    (j + 1, i + 1) (origin lower, half-integer extent), integer ticks.
+
+    Args:
+        ax: The panel.
+        grid: (k_a, k_b) φ values; NaN cells stay blank.
+        **kwargs: Further ``imshow`` settings (e.g. ``aspect``).
+
+    Returns:
+        The image (for a shared colour bar).
+    """
+    k_a, k_b = grid.shape
+    image = ax.imshow(
+        grid,
+        origin="lower",
+        vmin=0.0,
+        vmax=1.0,
+        cmap=HEATMAP_CMAP,
+        extent=(0.5, k_b + 0.5, 0.5, k_a + 0.5),
+        interpolation="nearest",
+        **kwargs,
+    )
+    integer_ticks(ax.xaxis, ax.yaxis)
+    return image
+
+
+def plain_log_y(ax: Axes) -> None:
+    """Log-scale y axis labelled 2, 5, 20 instead of 2×10⁰, 5×10⁰, 2×10¹ (minor ticks: a
+    readable subset when the axis spans few decades, none otherwise)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(LogFormatter())
+    ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(1.2, 0.4)))

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from spectra.plots.data import as_grid, nanmean_padded
-from spectra.plots.style import HEATMAP_CMAP, integer_ticks, method_labels, new_figure
+from spectra.plots.style import method_labels, new_figure, phi_image
 
 SIDES = ("left", "right")
 _SIDE_NAMES = {"left": "left (output) subspace, U", "right": "right (input) subspace, V"}
@@ -70,19 +70,7 @@ def subspace_similarity_figure(result: dict[str, Any]) -> Figure | None:
             if n_modules == 0:
                 ax.set_axis_off()
                 continue
-            k_a, k_b = grid.shape
-            # origin="lower" with an extent of half-integers: cell (i, j) is centred on (j, i)
-            image = ax.imshow(
-                grid,
-                origin="lower",
-                vmin=0.0,
-                vmax=1.0,
-                cmap=HEATMAP_CMAP,
-                extent=(0.5, k_b + 0.5, 0.5, k_a + 0.5),
-                aspect="auto",
-                interpolation="nearest",
-            )
-            integer_ticks(ax.xaxis, ax.yaxis)
+            image = phi_image(ax, grid, aspect="auto")  # cell (i, j) centred on (j, i)
             ax.set_xlabel(f"j (top-j singular vectors of {b})")
             ax.set_ylabel(f"i (top-i singular vectors of {a})")
     if image is not None:

@@ -17,15 +17,13 @@ given the trainer::
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from spectra.diagnose import Thresholds
 from spectra.errors import OptionError
 from spectra.track.live import LiveAdapter
-from spectra.track.tracker import DEFAULT_EVERY, StopOn, Tracker, TrackRecord
+from spectra.track.tracker import Tracker, TrackRecord
 
 logger = logging.getLogger("spectra.track")
 
@@ -35,61 +33,37 @@ class SpectraCallback(TrainerCallback):
 
     Args:
         trainer: The ``transformers.Trainer`` whose ``log`` receives the metrics.
-        every: Measure at global steps that are multiples of this.
-        jsonl, stop_on, thresholds, adapter, modules, exclude, dtype, device, prefix: As for
-            :class:`~spectra.track.tracker.Tracker`. With ``stop_on`` reached the callback sets
-            ``control.should_training_stop`` and logs :attr:`stop_message` (a warning).
+        **options: The settings of :class:`~spectra.track.tracker.Tracker`, by keyword:
+            ``every`` (default 50), ``jsonl``, ``stop_on``, ``thresholds``, ``adapter``,
+            ``modules``, ``exclude``, ``dtype``, ``device``, ``prefix``. With ``stop_on``
+            reached the callback sets ``control.should_training_stop`` and logs
+            :attr:`stop_message` (a warning).
 
     Attributes:
         tracker: The tracker doing the work (``tracker.last`` is the latest record).
 
     Raises:
         OptionError: ``trainer`` has no ``log`` method, or an invalid setting.
+        AdapterConfigError: The trainer's model holds no adapter spectra reads (checked
+            here, before any training step).
+        TypeError: A keyword that is not one of :class:`~spectra.track.tracker.Tracker`'s.
     """
 
-    def __init__(
-        self,
-        trainer: Any,
-        *,
-        every: int = DEFAULT_EVERY,
-        jsonl: str | Path | None = None,
-        stop_on: StopOn | None = None,
-        thresholds: Thresholds = Thresholds(),
-        adapter: str | None = None,
-        modules: str | None = None,
-        exclude: str | None = None,
-        dtype: Literal["float32", "float64"] = "float32",
-        device: str = "cpu",
-        prefix: str = "spectra",
-    ) -> None:
+    def __init__(self, trainer: Any, **options: Any) -> None:
         if not callable(getattr(trainer, "log", None)):
             raise OptionError(
                 "SpectraCallback needs the Trainer as its first argument (its metrics go "
                 "through trainer.log): trainer.add_callback(SpectraCallback(trainer, ...))"
             )
         self.trainer = trainer
-        self.tracker = Tracker(
-            every, jsonl=jsonl, stop_on=stop_on, thresholds=thresholds, adapter=adapter,
-            modules=modules, exclude=exclude, dtype=dtype, device=device, prefix=prefix,
-        )  # fmt: skip
+        self.tracker = Tracker(**options)
+        if getattr(trainer, "model", None) is not None:
+            LiveAdapter(trainer.model, adapter=self.tracker.adapter).modules()
 
     @property
     def stop_message(self) -> str | None:
         """Why training was stopped, or None."""
         return self.tracker.stop_message
-
-    def on_train_begin(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: Any = None,
-        **kwargs: Any,
-    ) -> TrainerControl:
-        """Check that the model holds an adapter spectra reads, before the first step."""
-        if model is not None:
-            LiveAdapter(model, adapter=self.tracker.adapter).modules()
-        return control
 
     def on_step_end(
         self,

@@ -25,7 +25,7 @@ class Ckpts:
 
 def _tiny_bert():
     torch.manual_seed(0)
-    return tiny_bert(hidden=32, intermediate=64, pooling=False)
+    return tiny_bert(hidden_size=32, intermediate_size=64, pooling=False)
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -140,28 +140,3 @@ def adapters(ckpts: Ckpts, tmp_path_factory: pytest.TempPathFactory) -> Adapters
     shutil.copytree(ckpts.lora, folder / "lora")
     shutil.copy(plain, folder / "plain.pt")
     return Adapters(plain, root / "kohya.safetensors", root / "loha.safetensors", folder, delta)
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]):
-    """Run the real entry point in-process: returns exit code, stdout, stderr."""
-    from spectra_cli.app import main
-
-    def run(*args: str) -> CliResult:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-        cap = capsys.readouterr()
-        return CliResult(code, cap.out, cap.err)
-
-    return run

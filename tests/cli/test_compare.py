@@ -5,32 +5,26 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.cli.conftest import TARGETS, tree_hash
+from tests.conftest import CliResult
+
+
+def _compare_json(run_cli, out: Path, *args: object) -> tuple[CliResult, dict]:
+    """Run `spectra compare ARGS --json OUT -q`, check it exits 0; the run and its JSON."""
+    res = run_cli("compare", *args, "--json", out, "-q")
+    assert res.code == 0, res.err
+    return res, json.loads(out.read_text())
 
 
 def test_compare_summary_and_json(ckpts, run_cli, tmp_path):
-    before = {p: tree_hash(p) for p in (ckpts.base, ckpts.full, ckpts.lora, ckpts.multilora)}
-    out = tmp_path / "r.json"
-    res = run_cli(
-        "compare",
-        ckpts.base,
-        ckpts.full,
-        ckpts.lora,
-        ckpts.multilora,
-        "--label",
-        "ft",
-        "--label",
-        "lora",
-        "--label",
-        "ml",
-        "--json",
-        out,
-        "-q",
-    )
-    assert res.code == 0, res.err
+    paths = (ckpts.base, ckpts.full, ckpts.lora, ckpts.multilora)
+    before = {p: tree_hash(p) for p in paths}
+    labels = ["--label", "ft", "--label", "lora", "--label", "ml"]
+    res, result = _compare_json(run_cli, tmp_path / "r.json", *paths, *labels)
     lines = res.out.splitlines()
     assert lines[0].split()[:8] == [
         "method",
@@ -44,7 +38,6 @@ def test_compare_summary_and_json(ckpts, run_cli, tmp_path):
     ]
     assert [ln.split()[0] for ln in lines[2:5]] == ["ft", "lora", "ml"]
 
-    result = json.loads(out.read_text())
     assert [i["label"] for i in result["inputs"]] == ["ft", "lora", "ml"]
     assert [i["kind"] for i in result["inputs"]] == ["full", "lora", "multilora"]
     lora_rows = [m for m in result["modules"] if m["label"] == "lora"]
@@ -76,23 +69,10 @@ def test_compare_summary_and_json(ckpts, run_cli, tmp_path):
 
 
 def test_same_adapter_twice_has_phi_one(ckpts, run_cli, tmp_path):
-    out = tmp_path / "r.json"
-    res = run_cli(
-        "compare",
-        ckpts.base,
-        ckpts.lora,
-        ckpts.lora,
-        "--label",
-        "a",
-        "--label",
-        "b",
-        "--json",
-        out,
-        "-q",
-        "--no-base-metrics",
+    flags = ["--label", "a", "--label", "b", "--no-base-metrics"]
+    _, result = _compare_json(
+        run_cli, tmp_path / "r.json", ckpts.base, ckpts.lora, ckpts.lora, *flags
     )
-    assert res.code == 0, res.err
-    result = json.loads(out.read_text())
     for s in result["similarity"]:
         assert s["phi"][-1][-1] == pytest.approx(1.0, abs=1e-5)
         assert s["grassmann_distance"] == pytest.approx(0.0, abs=2e-3)
@@ -102,29 +82,13 @@ def test_same_adapter_twice_has_phi_one(ckpts, run_cli, tmp_path):
 def test_json_is_byte_identical_across_runs(ckpts, run_cli, tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for out in (a, b):
-        assert (
-            run_cli("compare", ckpts.base, ckpts.lora, ckpts.multilora, "--json", out, "-q").code
-            == 0
-        )
+        _compare_json(run_cli, out, ckpts.base, ckpts.lora, ckpts.multilora)
     assert a.read_bytes() == b.read_bytes()
 
 
 def test_modules_regex_and_float64(ckpts, run_cli, tmp_path):
-    out = tmp_path / "r.json"
-    res = run_cli(
-        "compare",
-        ckpts.base,
-        ckpts.lora,
-        "--modules",
-        r"layer\.1\..*query",
-        "--dtype",
-        "float64",
-        "--json",
-        out,
-        "-q",
-    )
-    assert res.code == 0, res.err
-    result = json.loads(out.read_text())
+    flags = ("--modules", r"layer\.1\..*query", "--dtype", "float64")
+    _, result = _compare_json(run_cli, tmp_path / "r.json", ckpts.base, ckpts.lora, *flags)
     assert [m["module"] for m in result["modules"]] == ["encoder.layer.1.attention.self.query"]
     assert result["settings"]["dtype"] == "float64"
 

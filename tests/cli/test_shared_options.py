@@ -50,20 +50,8 @@ def test_kind_help_and_check_come_from_the_reader_registry(run_cli, monkeypatch)
 
 def test_report_takes_the_analysis_options(ckpts, run_cli, tmp_path):
     out = tmp_path / "rep"
-    res = run_cli(
-        "report",
-        ckpts.base,
-        ckpts.lora,
-        ckpts.multilora,
-        "--out",
-        out,
-        "--no-similarity",
-        "--exclude",
-        "value",
-        "--workers",
-        "1",
-        "-q",
-    )
+    flags = ["--no-similarity", "--exclude", "value", "--workers", "1", "-q"]
+    res = run_cli("report", ckpts.base, ckpts.lora, ckpts.multilora, "--out", out, *flags)
     assert res.code == 0, res.err
     saved = [json.loads(p.read_text()) for p in out.rglob("*.json")]
     result = next(r for r in saved if "settings" in r)
@@ -110,13 +98,47 @@ def test_bad_shared_option_one_line_exit_1(ckpts, run_cli, tmp_path, command, ar
 
 
 def test_decorator_refuses_unknown_defaults_and_redeclared_options():
-    with pytest.raises(TypeError, match="not shared analysis options"):
+    with pytest.raises(TypeError, match="not options of"):
         o.analysis_command(bogus=1)
 
     def redeclares(top_k: int = 3, *, analysis: o.Analysis) -> None: ...
 
-    with pytest.raises(TypeError, match="redeclares shared options"):
+    with pytest.raises(TypeError, match="redeclares group options"):
         o.analysis_command()(redeclares)
+
+
+def test_every_threshold_is_a_diagnose_option_with_the_library_default(run_cli):
+    from dataclasses import fields
+
+    from spectra.diagnose import Thresholds
+
+    res = run_cli("diagnose", "--help")
+    assert res.code == 0, res.err
+    names = [f.name for f in fields(Thresholds)]
+    assert list(o.THRESHOLD_HELP) == names
+    for (name, annotation, default), f in zip(
+        o.THRESHOLDS.options, fields(Thresholds), strict=True
+    ):
+        assert (name, default) == (f.name, f.default)
+        assert _flags(annotation) == ["--" + name.replace("_", "-")]
+        assert _flags(annotation)[0] in res.out
+
+
+def test_threshold_options_reach_the_verdict(ckpts, run_cli, tmp_path):
+    """The same adapter flips between dominated and not with one threshold option; the JSON
+    records the thresholds it was judged by."""
+    verdicts = {}
+    for top1 in ("0.0", "1.0"):
+        out = tmp_path / f"d{top1}.json"
+        args = ["diagnose", ckpts.lora, "-q", "--json", out, "--dominated-top1-energy", top1]
+        res = run_cli(*args, "--dominated-erank-ratio", "0", "--dominated-min-rank", "1")
+        assert res.code == 0, res.err
+        diagnosis = json.loads(out.read_text())["diagnosis"]
+        assert diagnosis["thresholds"]["dominated_top1_energy"] == float(top1)
+        assert diagnosis["thresholds"]["dominated_min_rank"] == 1
+        verdicts[top1] = {m["verdict"] for m in diagnosis["modules"]}
+    assert verdicts["0.0"] == {"dominated"}
+    assert "dominated" not in verdicts["1.0"]
 
 
 def test_command_modules_do_not_import_the_app():

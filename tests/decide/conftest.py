@@ -12,7 +12,7 @@ from peft import PeftModel
 from torch import nn
 from transformers import BertModel
 
-from tests.cli.conftest import adapters, ckpts, run_cli  # noqa: F401  (re-exported fixtures)
+from tests.cli.conftest import adapters, ckpts  # noqa: F401  (re-exported fixtures)
 from tests.models import tiny_bert
 
 
@@ -41,7 +41,7 @@ def save_pair(root: Path, *, weights_only: bool, layers: int = 1) -> FullPair:
     """Save a tiny BERT and a full fine-tune of it with ``save_pretrained`` (config.json +
     model.safetensors), under ``root/base`` and ``root/tuned``."""
     torch.manual_seed(0)
-    base = tiny_bert(layers=layers)
+    base = tiny_bert(num_hidden_layers=layers)
     base.save_pretrained(root / "base")
     base_sd = {k: v.clone() for k, v in base.state_dict().items()}
     fine_tune(base, seed=1, weights_only=weights_only)

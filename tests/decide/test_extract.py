@@ -112,7 +112,7 @@ def test_energy_and_budget_choose_per_module_ranks(weights_pair: FullPair, tmp_p
 
 
 def _lora_adapter(tmp_path: Path, r: int, *, use_rslora: bool = False) -> tuple[Path, Path]:
-    model = tiny_bert(layers=1)
+    model = tiny_bert(num_hidden_layers=1)
     model.save_pretrained(tmp_path / "base")
     config = LoraConfig(
         r=r, lora_alpha=2 * r, use_rslora=use_rslora,
@@ -166,7 +166,8 @@ def test_bad_input_is_refused_and_nothing_is_written(
         extract(weights_pair.tuned, out, base=weights_pair.base, options=ExtractOptions(rank=999))
     with pytest.raises(OptionError, match="smaller than one rank per module"):
         extract(weights_pair.tuned, out, base=weights_pair.base, options=ExtractOptions(budget=10))
-    tiny_bert(layers=1, hidden=8, intermediate=16, heads=2).save_pretrained(tmp_path / "other")
+    other = tiny_bert(num_hidden_layers=1, hidden_size=8, intermediate_size=16)  # 2 heads
+    other.save_pretrained(tmp_path / "other")
     with pytest.raises(CheckpointMismatchError, match="shape"):
         extract(weights_pair.tuned, out, base=tmp_path / "other", options=ExtractOptions(rank=2))
     flat = tmp_path / "flat"

@@ -102,7 +102,9 @@ def _lora_ranks(model: torch.nn.Module) -> dict[str, tuple[int, float]]:
 def test_peft_applies_every_rank_exactly_despite_suffix_collisions(head: bool) -> None:
     """12 layers: encoder.layer.1.* is a textual suffix neighbour of encoder.layer.11.*."""
 
-    config = tiny_bert_config(hidden=4, layers=12, intermediate=4, heads=1)
+    config = tiny_bert_config(
+        hidden_size=4, num_hidden_layers=12, intermediate_size=4, num_attention_heads=1
+    )
     names = [n for n, m in BertModel(config).named_modules() if isinstance(m, torch.nn.Linear)]
     ranks = {n: 1 + i % 3 for i, n in enumerate(names)}  # 1, 2, 3, 1, ...
     raw = json.loads(json.dumps(lora_config_dict(ranks, alpha_ratio=2.0)))
@@ -129,7 +131,7 @@ def test_cli_rank_writes_a_loadable_config(weights_pair: FullPair, tmp_path: Pat
     plan_json = json.loads(table.read_text())
     want = {m["module"]: m["rank"] for m in plan_json["modules"] if m["rank"] > 0}
     assert all(1 <= v <= 6 for v in want.values())
-    peft_model = get_peft_model(tiny_bert(layers=1), config)
+    peft_model = get_peft_model(tiny_bert(num_hidden_layers=1), config)
     got = {k.removeprefix("base_model.model."): v[0] for k, v in _lora_ranks(peft_model).items()}
     assert got == want
     budget = run_cli("rank", weights_pair.tuned, "--base", weights_pair.base, "--budget", "10",
@@ -143,7 +145,8 @@ def test_cli_rank_writes_a_loadable_config(weights_pair: FullPair, tmp_path: Pat
 def test_rank_from_an_adapter_counts_its_true_rank(tmp_path: Path, run_cli) -> None:
     """A rank-6 LoRA whose B has only 2 independent columns has ΔW of rank 2."""
     peft_model = get_peft_model(
-        tiny_bert(layers=1), LoraConfig(r=6, lora_alpha=6, target_modules=["query", "key"])
+        tiny_bert(num_hidden_layers=1),
+        LoraConfig(r=6, lora_alpha=6, target_modules=["query", "key"]),
     )
     randomize_lora(peft_model)
     with torch.no_grad():
@@ -157,6 +160,6 @@ def test_rank_from_an_adapter_counts_its_true_rank(tmp_path: Path, run_cli) -> N
     config = json.loads(out.read_text())
     assert config["r"] in (2, 6)
     ranks = {"encoder.layer.0.attention.self.query": 6, "encoder.layer.0.attention.self.key": 2}
-    model = get_peft_model(tiny_bert(layers=1), LoraConfig(**config))
+    model = get_peft_model(tiny_bert(num_hidden_layers=1), LoraConfig(**config))
     got = {k.removeprefix("base_model.model."): v[0] for k, v in _lora_ranks(model).items()}
     assert got == ranks

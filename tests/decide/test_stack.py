@@ -22,7 +22,8 @@ def _adapter(path: Path, rows: slice, cols: slice, *, hidden: int = 16) -> Path:
     """A real PEFT adapter on query whose ΔW lives in the given output rows / input columns."""
     torch.manual_seed(0)
     peft_model = get_peft_model(
-        tiny_bert(layers=1, hidden=hidden), LoraConfig(r=2, lora_alpha=2, target_modules=["query"])
+        tiny_bert(num_hidden_layers=1, hidden_size=hidden),
+        LoraConfig(r=2, lora_alpha=2, target_modules=["query"]),
     )
     layer = peft_model.base_model.model.get_submodule(QUERY)
     g = torch.Generator().manual_seed(5)

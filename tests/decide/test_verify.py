@@ -21,7 +21,7 @@ QUERY = "encoder.layer.0.attention.self.query"
 def _merged_case(root: Path, dtype: torch.dtype, *, dora: bool = False) -> tuple[Path, Path, Path]:
     """BASE dir, ADAPTER dir, MERGED dir: all written by transformers / PEFT."""
     torch.manual_seed(0)
-    model = tiny_bert(layers=1).to(dtype)
+    model = tiny_bert(num_hidden_layers=1).to(dtype)
     model.save_pretrained(root / "base")
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], use_dora=dora)
     peft_model = get_peft_model(model, config)
@@ -105,7 +105,8 @@ def test_check_module_closed_forms() -> None:
 
 def test_merged_of_another_shape_is_refused(tmp_path: Path, run_cli) -> None:
     base, adapter, _ = _merged_case(tmp_path, torch.float32)
-    tiny_bert(layers=1, hidden=8, intermediate=16).save_pretrained(tmp_path / "other")
+    other = tiny_bert(num_hidden_layers=1, hidden_size=8, intermediate_size=16)
+    other.save_pretrained(tmp_path / "other")
     with pytest.raises(CheckpointMismatchError, match="shape"):
         verify(base, adapter, tmp_path / "other")
     r = run_cli("verify", base, adapter, tmp_path / "other")

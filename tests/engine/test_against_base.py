@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -210,39 +211,23 @@ def test_intruders_auto_small_always_never(tmp_path, monkeypatch):
     ]
 
 
-def _cli(capsys, *args) -> tuple[int, str, str]:
-    from spectra_cli.app import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def test_cli_says_in_one_line_when_intruders_are_skipped(tmp_path, monkeypatch, capsys):
+def test_cli_says_in_one_line_when_intruders_are_skipped(tmp_path, monkeypatch, run_cli):
     import spectra.engine.intruder_policy as policy
 
     base, tuned, _ = _full_pair(tmp_path)
     monkeypatch.setattr(policy, "INTRUDER_AUTO_SECONDS", 0.0)
-    code, _, err = _cli(capsys, "compare", base, tuned, "-q")
-    assert code == 0
-    lines = [ln for ln in err.splitlines() if "intruder dimensions skipped" in ln]
+    r = run_cli("compare", base, tuned, "-q")
+    assert r.code == 0
+    lines = [ln for ln in r.err.splitlines() if "intruder dimensions skipped" in ln]
     assert len(lines) == 1 and "--intruders" in lines[0] and "2 modules" in lines[0]
-    code, _, err = _cli(capsys, "compare", base, tuned, "-q", "--no-intruders")
-    assert code == 0 and "intruder" not in err
-    code, _, err = _cli(capsys, "compare", base, tuned, "-q", "--intruders", "--json",
-                        tmp_path / "r.json")  # fmt: skip
-    assert code == 0 and "intruder" not in err
+    r = run_cli("compare", base, tuned, "-q", "--no-intruders")
+    assert r.code == 0 and "intruder" not in r.err
+    r = run_cli("compare", base, tuned, "-q", "--intruders", "--json", tmp_path / "r.json")
+    assert r.code == 0 and "intruder" not in r.err
     assert '"intruders": "always"' in (tmp_path / "r.json").read_text()
 
 
 def test_cache_across_runs_gives_the_same_result(tmp_path, monkeypatch):
-    import json
-
     from spectra.analysis import AnalysisOptions, analyze
 
     base, tuned, _ = _full_pair(tmp_path, shape=(300, 260))  # above CACHE_MIN_SIDE
@@ -267,7 +252,7 @@ def _bert_dir(path, seed: int, *, fine_tune_of: torch.nn.Module | None = None):
     from tests.models import tiny_bert
 
     torch.manual_seed(seed)
-    model = tiny_bert(hidden=32, intermediate=64, pooling=False)
+    model = tiny_bert(hidden_size=32, intermediate_size=64, pooling=False)
     if fine_tune_of is not None:
         model.load_state_dict(fine_tune_of.state_dict())
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -282,35 +267,31 @@ def _bert_dir(path, seed: int, *, fine_tune_of: torch.nn.Module | None = None):
     return model
 
 
-def test_unrelated_models_warn_and_a_fine_tune_does_not(tmp_path, capsys):
+def test_unrelated_models_warn_and_a_fine_tune_does_not(tmp_path, run_cli):
     base_model = _bert_dir(tmp_path / "base", seed=0)
     _bert_dir(tmp_path / "other", seed=1)
     _bert_dir(tmp_path / "tuned", seed=2, fine_tune_of=base_model)
+    base, other, tuned = tmp_path / "base", tmp_path / "other", tmp_path / "tuned"
     warning = "these look like separately trained models, not a fine-tune of this base"
-    code, out, err = _cli(capsys, "compare", tmp_path / "base", tmp_path / "other", "-q",
-                          "--json", tmp_path / "other.json")  # fmt: skip
-    assert code == 0
-    lines = [ln for ln in err.splitlines() if warning in ln]
+    r = run_cli("compare", base, other, "-q", "--json", tmp_path / "other.json")
+    assert r.code == 0
+    lines = [ln for ln in r.err.splitlines() if warning in ln]
     assert len(lines) == 1 and lines[0].startswith("other: median ‖ΔW‖_F / ‖W0‖_F = 1.")
-    assert "‖ΔW‖/‖W0‖" in out  # the summary table's column
-    import json
-
+    assert "‖ΔW‖/‖W0‖" in r.out  # the summary table's column
     summary = json.loads((tmp_path / "other.json").read_text())["summary"][0]
     assert summary["median_relative_norm"] == pytest.approx(math.sqrt(2), rel=0.15)
-    code, _, err = _cli(capsys, "compare", tmp_path / "base", tmp_path / "tuned", "-q")
-    assert code == 0 and warning not in err
+    r = run_cli("compare", base, tuned, "-q")
+    assert r.code == 0 and warning not in r.err
     # the threshold is an option: a fine-tune flagged on purpose, unrelated models let through
-    code, _, err = _cli(capsys, "compare", tmp_path / "base", tmp_path / "tuned", "-q",
-                        "--unrelated-threshold", "1e-9")  # fmt: skip
-    assert code == 0 and warning in err
-    code, _, err = _cli(capsys, "compare", tmp_path / "base", tmp_path / "other", "-q",
-                        "--unrelated-threshold", "5")  # fmt: skip
-    assert code == 0 and warning not in err
+    r = run_cli("compare", base, tuned, "-q", "--unrelated-threshold", "1e-9")
+    assert r.code == 0 and warning in r.err
+    r = run_cli("compare", base, other, "-q", "--unrelated-threshold", "5")
+    assert r.code == 0 and warning not in r.err
 
 
-def test_bad_unrelated_threshold_is_one_clear_line(tmp_path, capsys):
+def test_bad_unrelated_threshold_is_one_clear_line(tmp_path, run_cli):
     base, tuned, _ = _full_pair(tmp_path)
-    code, out, err = _cli(capsys, "compare", base, tuned, "--unrelated-threshold", "-1")
-    assert code != 0 and out == ""
-    assert "--unrelated-threshold must be a positive number, got -1" in err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    r = run_cli("compare", base, tuned, "--unrelated-threshold", "-1")
+    assert r.code != 0 and r.out == ""
+    assert "--unrelated-threshold must be a positive number, got -1" in r.err
+    assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1

@@ -33,7 +33,7 @@ def test_closed_form_spectrum(orthonormal):
 
 def test_trained_shape_weights_of_a_real_model():
     torch.manual_seed(0)
-    model = tiny_bert(hidden=64, intermediate=128, layers=1)
+    model = tiny_bert(hidden_size=64, intermediate_size=128, num_hidden_layers=1)
     for name, p in model.named_parameters():
         if p.ndim == 2:
             assert top_singular_value(p.detach()) == pytest.approx(_sigma1(p.detach()), rel=1e-4), (

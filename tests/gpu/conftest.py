@@ -1,3 +1,3 @@
-"""The GPU tests reuse the CLI tests' real checkpoints and runner."""
+"""The GPU tests reuse the CLI tests' real checkpoints; run_cli is in tests/conftest.py."""
 
-from tests.cli.conftest import ckpts, run_cli  # noqa: F401
+from tests.cli.conftest import ckpts  # noqa: F401

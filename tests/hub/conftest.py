@@ -20,7 +20,6 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import torch
 
-from tests.cli.conftest import run_cli  # noqa: F401  (re-exported fixture)
 from tests.models import tiny_bert
 
 BASE_ID = "test-org/tiny-base"
@@ -91,7 +90,7 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> Repos:
 
     root = tmp_path_factory.mktemp("hub_repos")
     torch.manual_seed(0)
-    model = tiny_bert(hidden=32, intermediate=64, layers=3, pooling=False)
+    model = tiny_bert(hidden_size=32, intermediate_size=64, num_hidden_layers=3, pooling=False)
     model.save_pretrained(root / "base", max_shard_size="20KB")
     model.save_pretrained(root / "v0")  # one file: an older revision of the base, tagged v0
     model.name_or_path = BASE_ID  # as from_pretrained(BASE_ID) sets it; PEFT saves it

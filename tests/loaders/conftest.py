@@ -1,5 +1,5 @@
-"""Shared by the adapter-format tests: a tiny model with every layer kind, real PEFT adapters
-with their merge_and_unload() oracle, and the in-process CLI runner of tests/cli."""
+"""Shared by the adapter-format tests: a tiny model with every layer kind and real PEFT
+adapters with their merge_and_unload() oracle (the CLI runner run_cli is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
-
-from tests.cli.conftest import run_cli  # noqa: F401  (re-exported fixture)
 
 
 class Toy(nn.Module):

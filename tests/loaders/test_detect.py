@@ -71,7 +71,8 @@ def test_full_file_and_hf_dir(tmp_path: Path) -> None:
     assert detect_kind(tmp_path / "w.safetensors") == "full"
     torch.save(_toy().state_dict(), tmp_path / "w.pt")
     assert detect_kind(tmp_path / "w.pt") == "full"
-    tiny_bert(vocab=30, hidden=8, layers=1, intermediate=8).save_pretrained(str(tmp_path / "hf"))
+    hf = tiny_bert(vocab_size=30, hidden_size=8, num_hidden_layers=1, intermediate_size=8)
+    hf.save_pretrained(str(tmp_path / "hf"))
     assert detect_kind(tmp_path / "hf") == "full"
 
 

@@ -179,7 +179,7 @@ def test_rank_and_alpha_patterns(tmp_path: Path) -> None:
         rank_pattern={"layer.0.attention.self.query": 5, "query": 3},
         alpha_pattern={"value": 12},
     )
-    oracle = _adapter(tiny_bert(vocab=40, intermediate=24), config, tmp_path / "a")
+    oracle = _adapter(tiny_bert(vocab_size=40, intermediate_size=24), config, tmp_path / "a")
     reader = PeftLoraReader(tmp_path / "a")
     _check(reader, oracle, RTOL32)
     ranks = {m.module: (m.rank, m.detail["alpha"]) for m in reader.modules()}

@@ -198,7 +198,7 @@ def test_two_adapters_in_one_state_dict_are_refused(tmp_path: Path) -> None:
 
 def _tiny_bert():
     torch.manual_seed(0)
-    return tiny_bert(vocab=40, layers=1, positions=8, pooling=False)
+    return tiny_bert(vocab_size=40, num_hidden_layers=1, max_position_embeddings=8, pooling=False)
 
 
 def test_readme_compare_torch_files_verbatim(tmp_path: Path, run_cli, monkeypatch) -> None:

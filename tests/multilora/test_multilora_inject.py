@@ -23,7 +23,7 @@ from tests.models import tiny_bert
 
 def _tiny_bert() -> nn.Module:
     pytest.importorskip("transformers")
-    return tiny_bert(positions=32).eval()
+    return tiny_bert(max_position_embeddings=32).eval()
 
 
 def _seq() -> nn.Sequential:

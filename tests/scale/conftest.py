@@ -44,6 +44,3 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory, make_synthetic: ModuleTy
     # 8 KB shards: the 2-layer model spans several, so shard switching is exercised
     make_synthetic.main([str(root), *TINY_ARGS, "--shard-size", "8KB", "--lora-r", "4"])
     return Synthetic(root, root / "base", root / "full", root / "lora")
-
-
-from tests.cli.conftest import run_cli  # noqa: E402,F401  (the in-process CLI fixture)

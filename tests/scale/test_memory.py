@@ -16,7 +16,7 @@ import spectra.analysis_module as analysis_module
 from spectra.analysis import AnalysisOptions, analyze
 from spectra.io import open_tensors
 from spectra.io.stream import TensorStream, release_staging, staging_bytes
-from spectra.loaders import LoadOptions, open_checkpoint
+from spectra.loaders import CheckpointReader, LoadOptions, open_checkpoint
 
 from .conftest import Synthetic
 
@@ -63,17 +63,24 @@ def test_analyze_frees_every_update_and_the_staging(synthetic: Synthetic, monkey
     assert staging_bytes() == 0
 
 
+def _full_reader(
+    tmp_path: Path, name: str, base: torch.Tensor, tuned: torch.Tensor
+) -> CheckpointReader:
+    """Reader of a one-tensor full checkpoint ``{name}.weight`` = tuned over base = ``base``."""
+    save_file({f"{name}.weight": base}, tmp_path / "b.safetensors")
+    save_file({f"{name}.weight": tuned}, tmp_path / "t.safetensors")
+    base_source = open_tensors(tmp_path / "b.safetensors")
+    return open_checkpoint(
+        tmp_path / "t.safetensors", base=base_source, options=LoadOptions(kind="full")
+    )
+
+
 def test_bf16_operands_are_widened_before_subtracting(tmp_path: Path) -> None:
     # 258 − 1 = 257 needs 9 significant bits: bf16 (8 bits) rounds it to 256, float32 does not
     base = torch.full((3, 2), 1.0, dtype=torch.bfloat16)
     tuned = torch.full((3, 2), 258.0, dtype=torch.bfloat16)
     assert float((tuned - base)[0, 0]) != 257.0
-    save_file({"l.weight": base}, tmp_path / "b.safetensors")
-    save_file({"l.weight": tuned}, tmp_path / "t.safetensors")
-    reader = open_checkpoint(
-        tmp_path / "t.safetensors", base=open_tensors(tmp_path / "b.safetensors"),
-        options=LoadOptions(kind="full"),
-    )  # fmt: skip
+    reader = _full_reader(tmp_path, "l", base, tuned)
     assert torch.equal(reader.update("l").dense, torch.full((3, 2), 257.0))
 
 
@@ -115,11 +122,6 @@ def test_subtraction_in_slices_is_exact(tmp_path: Path, monkeypatch) -> None:
     gen = torch.Generator().manual_seed(0)
     base = torch.randn(5, 3, 2, 2, generator=gen).to(torch.bfloat16)  # a conv kernel: 60 values
     tuned = (base.float() + 1e-3 * torch.randn(5, 3, 2, 2, generator=gen)).to(torch.bfloat16)
-    save_file({"c.weight": base}, tmp_path / "b.safetensors")
-    save_file({"c.weight": tuned}, tmp_path / "t.safetensors")
-    reader = open_checkpoint(
-        tmp_path / "t.safetensors", base=open_tensors(tmp_path / "b.safetensors"),
-        options=LoadOptions(kind="full"),
-    )  # fmt: skip
+    reader = _full_reader(tmp_path, "c", base, tuned)
     expected = (tuned.double() - base.double()).reshape(5, 12)
     assert torch.equal(reader.update("c").dense.double(), expected)

@@ -36,6 +36,14 @@ def _without(key: str) -> dict[str, torch.Tensor]:
     return {k: v for k, v in lora_state().items() if k != key}
 
 
+def _refused_by_every_command(run_cli, base: Path, bad: Path, out: Path, *needles: str) -> None:
+    """Every command reading ``bad`` (outputs in ``out``) is refused in one line naming ``bad``
+    and every needle, and leaves ``bad`` unchanged."""
+    for command in COMMANDS:
+        res = run_cli(*command_args(command, base, bad, out), inputs=(bad,))
+        assert_refused(res, str(bad), *needles)
+
+
 def _config(**changes: object) -> dict[str, object]:
     cfg = {**LORA_CONFIG, **changes}
     return {k: v for k, v in cfg.items() if v is not _DROP}
@@ -106,9 +114,7 @@ ADAPTER_CASES: dict[str, tuple[dict | None, dict | str, tuple[str, ...]]] = {
 def test_invalid_adapter_is_refused_by_every_command(ckpts, run_cli, tmp_path, case) -> None:
     tensors, config, needles = ADAPTER_CASES[case]
     adapter = write_adapter(tmp_path / "adapter", tensors, config)
-    for command in COMMANDS:
-        res = run_cli(*command_args(command, ckpts.base, adapter, tmp_path), inputs=(adapter,))
-        assert_refused(res, str(adapter), *needles)
+    _refused_by_every_command(run_cli, ckpts.base, adapter, tmp_path, *needles)
 
 
 def test_pattern_keys_that_decide_nothing_are_reported(ckpts, run_cli, tmp_path) -> None:
@@ -130,9 +136,8 @@ def test_shapes_that_differ_from_the_base_name_the_key(ckpts, run_cli, tmp_path)
     sd[key] = torch.randn(OUT, IN - 1)
     tuned = tmp_path / "tuned.safetensors"
     save_file(sd, tuned)
-    for command in COMMANDS:
-        res = run_cli(*command_args(command, ckpts.base, tuned, tmp_path), inputs=(tuned,))
-        assert_refused(res, str(tuned), key, f"({OUT}, {IN - 1})", f"({OUT}, {IN})")
+    shapes = (f"({OUT}, {IN - 1})", f"({OUT}, {IN})")
+    _refused_by_every_command(run_cli, ckpts.base, tuned, tmp_path, key, *shapes)
 
 
 def test_one_sided_keys_are_counted_named_and_the_rest_analysed(ckpts, run_cli, tmp_path) -> None:
@@ -215,6 +220,4 @@ ML_CASES: dict[str, tuple[dict, dict[str, str], tuple[str, ...]]] = {
 def test_inconsistent_multilora_is_refused_by_every_command(ckpts, run_cli, tmp_path, case) -> None:
     tensors, meta, needles = ML_CASES[case]
     ml = _multilora(tmp_path / "ml.safetensors", tensors, meta)
-    for command in COMMANDS:
-        res = run_cli(*command_args(command, ckpts.base, ml, tmp_path), inputs=(ml,))
-        assert_refused(res, str(ml), *needles)
+    _refused_by_every_command(run_cli, ckpts.base, ml, tmp_path, *needles)

@@ -142,16 +142,40 @@ def test_callback_without_trainer_is_refused() -> None:
         SpectraCallback(None)
 
 
-def test_model_without_adapter_is_refused_before_the_first_step(tmp_path) -> None:
+def _trainer(model, out):
+    """A real Trainer around ``model``, not trained."""
+    from transformers import Trainer, TrainingArguments
+
+    from tests.track.training import Tokens
+
+    args = TrainingArguments(output_dir=str(out), max_steps=1, report_to=[], use_cpu=True)
+    return Trainer(model=model, args=args, train_dataset=Tokens())
+
+
+def test_model_without_adapter_is_refused_when_the_callback_is_made(tmp_path) -> None:
     from spectra.errors import AdapterConfigError
     from tests.track.training import tiny_classifier
 
-    seen = {}
-
-    def make(trainer):
-        seen["trainer"] = trainer
-        return [SpectraCallback(trainer, every=1)]
-
+    trainer = _trainer(tiny_classifier(), tmp_path)
     with pytest.raises(AdapterConfigError, match="no PEFT LoRA layer"):
-        train(tiny_classifier(), tmp_path, steps=2, make_callbacks=make)
-    assert seen["trainer"].state.global_step == 0
+        SpectraCallback(trainer, every=1)
+    assert trainer.state.global_step == 0
+
+
+def test_settings_are_the_trackers(tmp_path) -> None:
+    trainer = _trainer(peft_model(), tmp_path)
+    thresholds = Thresholds(dominated_top1_energy=0.0)
+    cb = SpectraCallback(
+        trainer, every=3, jsonl=tmp_path / "t.jsonl", stop_on="collapsed",
+        thresholds=thresholds, modules="query", prefix="p",
+    )  # fmt: skip
+    t = cb.tracker
+    assert (t.every, t.jsonl, t.stop_on, t.thresholds, t.prefix) == (
+        3, tmp_path / "t.jsonl", "collapsed", thresholds, "p",
+    )  # fmt: skip
+    assert t.options.modules == "query"
+    assert SpectraCallback(trainer).tracker.every == 50  # Tracker's default
+    with pytest.raises(OptionError, match="every must be a positive integer"):
+        SpectraCallback(trainer, every=0)
+    with pytest.raises(TypeError, match="evry"):
+        SpectraCallback(trainer, evry=5)

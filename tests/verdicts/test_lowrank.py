@@ -95,7 +95,8 @@ def _lora_merged_in_half_precision(tmp_path: Path, dtype: torch.dtype, r: int):
     from tests.models import tiny_bert
 
     torch.manual_seed(0)
-    model = tiny_bert(hidden=64, intermediate=128, layers=2, pooling=False).to(dtype)
+    model = tiny_bert(hidden_size=64, intermediate_size=128, num_hidden_layers=2, pooling=False)
+    model.to(dtype)
     model.save_pretrained(tmp_path / "base")
     targets = ["query", "key", "value", "attention.output.dense", "intermediate.dense",
                "output.dense"]  # fmt: skip
@@ -143,7 +144,8 @@ def test_half_precision_full_fine_tune_is_not_flagged(tmp_path: Path) -> None:
     from tests.models import tiny_bert
 
     torch.manual_seed(0)
-    model = tiny_bert(hidden=64, intermediate=128, layers=1, pooling=False).to(torch.bfloat16)
+    model = tiny_bert(hidden_size=64, intermediate_size=128, num_hidden_layers=1, pooling=False)
+    model.to(torch.bfloat16)
     model.save_pretrained(tmp_path / "base")
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
