@@ -29,38 +29,23 @@ Modules = Annotated[
     str | None, typer.Option("--modules", help="Regex: only module paths it finds (re.search).")
 ]
 
-# How ranks are chosen, for rank and extract (``extract`` adds ``--rank``): packed as a dict
-# of the three values by name, as ExtractOptions and the rank plan take them.
+Energy = Annotated[
+    float | None,
+    typer.Option("--energy", help="Keep this share τ of each module's Σσ² (0 < τ ≤ 1)."),
+]
+Budget = Annotated[
+    int | None,
+    typer.Option(
+        "--budget", help="Total adapter parameters Σ r·(out + in), spread for most energy."
+    ),
+]
+MaxRank = Annotated[int | None, typer.Option("--max-rank", help="Upper limit on every rank.")]
+
+# How ranks are chosen, for rank and extract (``extract`` adds ``--rank``), received as a dict
+# by name: the keywords of :func:`spectra.decide.rank.choose_ranks` and of ExtractOptions.
 RANK_CHOICE = OptionGroup(
     "choice",
-    (
-        (
-            "energy",
-            Annotated[
-                float | None,
-                typer.Option(
-                    "--energy", help="Keep this share τ of each module's Σσ² (0 < τ ≤ 1)."
-                ),
-            ],
-            None,
-        ),
-        (
-            "budget",
-            Annotated[
-                int | None,
-                typer.Option(
-                    "--budget",
-                    help="Total adapter parameters Σ r·(out + in), spread for most energy.",
-                ),
-            ],
-            None,
-        ),
-        (
-            "max_rank",
-            Annotated[int | None, typer.Option("--max-rank", help="Upper limit on every rank.")],
-            None,
-        ),
-    ),
+    (("energy", Energy, None), ("budget", Budget, None), ("max_rank", MaxRank, None)),
     dict,
 )
 

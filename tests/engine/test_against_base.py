@@ -219,7 +219,9 @@ def test_cli_says_in_one_line_when_intruders_are_skipped(tmp_path, monkeypatch, 
     r = run_cli("compare", base, tuned, "-q")
     assert r.code == 0
     lines = [ln for ln in r.err.splitlines() if "intruder dimensions skipped" in ln]
-    assert len(lines) == 1 and "--intruders" in lines[0] and "2 modules" in lines[0]
+    assert (
+        len(lines) == 1 and "--intruders" in lines[0] and "2 (module, checkpoint) pairs" in lines[0]
+    )
     r = run_cli("compare", base, tuned, "-q", "--no-intruders")
     assert r.code == 0 and "intruder" not in r.err
     r = run_cli("compare", base, tuned, "-q", "--intruders", "--json", tmp_path / "r.json")

@@ -25,7 +25,7 @@ def test_auto_runs_on_small_models_and_skips_model_scale():
     assert big.estimated_seconds == pytest.approx(8 * 4096**3 * INTRUDER_SECONDS_PER_UNIT)
     line = big.skipped_line()
     assert line is not None and "\n" not in line
-    assert "8 modules" in line and "--intruders" in line and "estimated" in line
+    assert "8 (module, checkpoint) pairs" in line and "--intruders" in line and "estimated" in line
 
 
 def test_the_limit_is_inclusive():

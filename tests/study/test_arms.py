@@ -57,7 +57,7 @@ def test_runs_are_ordered_most_useful_first() -> None:
 
 def test_default_size_and_seed_checks() -> None:
     size = StudySize.default()
-    assert (size.seeds, size.ablation_seeds, size.recipe.steps) == ((0, 1, 2, 3, 4), (0, 1, 2), 480)
+    assert (size.seeds, size.ablation_seeds, size.recipe.steps) == ((0, 1, 2, 3), (0, 1, 2), 480)
     with pytest.raises(OptionError, match="ablation seeds"):
         StudySize(BASE, (0,), (0, 1))
     with pytest.raises(OptionError, match="distinct"):
