@@ -99,8 +99,9 @@ def find_points(paths: str | Path | Sequence[str | Path]) -> list[Point]:
     """The checkpoints of a run, in order.
 
     One folder holding ``checkpoint-<step>/`` folders (an HF Trainer ``output_dir``): those, by
-    step (a folder with no adapter or model files but one ``*.safetensors`` file: that file). Otherwise the paths as given, in that order; the step is taken from a
-    ``checkpoint-<step>`` component of the path, else the position 1..n.
+    step (a folder with no adapter or model files but one ``*.safetensors`` file: that file).
+    Otherwise the paths as given, in that order; the step is taken from a ``checkpoint-<step>``
+    component of the path, else the position 1..n.
 
     Raises:
         FileFormatError: A path does not exist.
