@@ -8,19 +8,22 @@ from typing import Annotated
 import typer
 
 from spectra.analysis import AnalysisOptions
+from spectra.hub import run_checkpoint_ids
 from spectra.io.atomic import check_not_an_input
 from spectra.loaders import LoadOptions
 from spectra.track.trajectory import result_of
 from spectra.track.trajectory import trajectory as compute_trajectory
 from spectra.track.trajectory_files import render_text, save_trajectory
 from spectra_cli import options as o
+from spectra_cli.inputs import local_path
 
 RunOrCheckpoints = Annotated[
     list[Path],
     typer.Argument(
         metavar="RUN_DIR|CKPT",
         help="An HF Trainer output folder (its checkpoint-<step>/ folders, by step; each an "
-        "adapter or a full model), or checkpoints in training order.",
+        "adapter or a full model), or checkpoints in training order; local or Hub ids (a "
+        "repo of checkpoint-<step>/ folders, as pushed with hub_strategy='all_checkpoints').",
         show_default=False,
     ),
 ]
@@ -62,13 +65,17 @@ def trajectory(
     from spectra.plots.trajectory import trajectory_figures
 
     check_not_an_input(out, [base, *inputs])
+    # one Hub repo of checkpoint-<step>/ folders stands for those folders, by step
+    run = run_checkpoint_ids(inputs[0]) if len(inputs) == 1 else None
+    checkpoints = [local_path(p, quiet=quiet) for p in run or inputs]
+    base = None if base is None else local_path(base, quiet=quiet)
     options = AnalysisOptions(
         top_k=top_k, modules=modules, exclude=exclude, dtype=dtype, device=device,
         against_base=False, similarity=False,
     )  # fmt: skip
     load = LoadOptions(lora_alpha=lora_alpha, lora_scale=lora_scale)
     traj = compute_trajectory(
-        inputs, base=base, options=options, load=load, progress=o.Progress(quiet)
+        checkpoints, base=base, options=options, load=load, progress=o.Progress(quiet)
     )
     written = save_trajectory(traj, out)
     figures = trajectory_figures(traj)

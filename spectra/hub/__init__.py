@@ -32,6 +32,7 @@ from spectra.hub.inputs import (
     resolve_inputs,
 )
 from spectra.hub.resolve import HubSource, Resolved, locate, record_sources, resolve, resolved_from
+from spectra.hub.runs import run_checkpoint_ids
 
 __all__ = [
     "HubError",
@@ -53,4 +54,5 @@ __all__ = [
     "resolve",
     "resolve_inputs",
     "resolved_from",
+    "run_checkpoint_ids",
 ]

@@ -26,6 +26,7 @@ BASE_ID = "test-org/tiny-base"
 ADAPTER_ID = "test-org/tiny-lora"
 NESTED_ID = "test-org/adapters"  # an adapter in a subfolder, and a README at the root
 EMPTY_ID = "test-org/no-weights"
+RUN_ID = "test-org/tiny-run"  # a Trainer run: checkpoint-5/ and checkpoint-10/ adapters
 TARGETS = ("query", "value")
 ADAPTED_LAYER = 1  # the adapter touches this layer only: its shards are the needed ones
 ADAPTED_KEYS = tuple(f"encoder.layer.{ADAPTED_LAYER}.attention.self.{t}.weight" for t in TARGETS)
@@ -104,6 +105,11 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> Repos:
             if "lora_B" in name:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
     peft_model.save_pretrained(root / "adapter")
+    with torch.no_grad():  # the run's later checkpoint: B moved on
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+    peft_model.save_pretrained(root / "adapter_later")
     adapter_config = json.loads((root / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == BASE_ID  # PEFT kept the name
 
@@ -111,11 +117,15 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> Repos:
     old = {**_folder(root / "v0"), "README.md": b"# v0\n"}
     adapter_files = _folder(root / "adapter")
     nested = {f"runs/r2/{k}": v for k, v in adapter_files.items()} | {"README.md": b"# runs\n"}
+    run = {f"checkpoint-5/{k}": v for k, v in adapter_files.items()} | {
+        f"checkpoint-10/{k}": v for k, v in _folder(root / "adapter_later").items()
+    }
     return Repos(
         repos={
             BASE_ID: _repo(base_files, v0=old),
             ADAPTER_ID: _repo(adapter_files),
             NESTED_ID: _repo(nested),
+            RUN_ID: _repo({**run, "README.md": b"# a run\n"}),
             EMPTY_ID: _repo({"README.md": b"# nothing\n", "config.json": b"{}"}),
         },
         base_dir=root / "base",

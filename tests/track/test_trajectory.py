@@ -177,7 +177,7 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys) -> None:
         main(["trajectory", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert e.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no such file or folder" in err[0]
+    assert len(err) == 1 and "nothing: no such file or directory" in err[0]
 
 
 def test_cli_report_section(peft_run: Run, tmp_path) -> None:
