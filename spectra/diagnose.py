@@ -24,7 +24,7 @@ overall verdict is the most severe verdict any method reaches.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -313,39 +313,29 @@ def _collapsed(row: dict[str, Any], t: Thresholds) -> _Outcome:
 
 
 def _intruders(base: dict[str, Any] | None, t: Thresholds) -> _Outcome:
-    return _at_least(base, "intruder_count", t.intruder_count, _intruder_text)
+    count = _base_metric(base, "intruder_count")
+    if base is None or count is None:
+        return None
+    return count >= t.intruder_count, (
+        f"{int(count)} intruder dimension(s) among the top-{base.get('intruder_k')} singular "
+        f"vectors of W0 + ΔW (max |cos| < eps = {base.get('intruder_eps')}), energy share "
+        f"{_fmt(base.get('intruder_energy'))}"
+    )
 
 
 def _amplified(base: dict[str, Any] | None, t: Thresholds) -> _Outcome:
-    return _at_least(base, "amplification", t.amplification, _amplification_text)
-
-
-def _at_least(
-    base: dict[str, Any] | None,
-    key: str,
-    threshold: float,
-    describe: Callable[[dict[str, Any], float], str],
-) -> _Outcome:
-    """A base-relative rule: met when ``base[key] >= threshold``, the reason
-    ``describe(base, threshold)``; None when the row has no such base metric."""
-    if not base or base.get(key) is None:
+    amp = _base_metric(base, "amplification")
+    if base is None or amp is None:
         return None
-    return float(base[key]) >= threshold, describe(base, threshold)
-
-
-def _intruder_text(base: dict[str, Any], _threshold: float) -> str:
-    return (
-        f"{int(base['intruder_count'])} intruder dimension(s) among the "
-        f"top-{base.get('intruder_k')} singular vectors of W0 + ΔW (max |cos| < eps = "
-        f"{base.get('intruder_eps')}), energy share {_fmt(base.get('intruder_energy'))}"
+    return amp >= t.amplification, (
+        f"amplification ||ΔW||_F / ||U^T W0 V||_F = {amp:.3g} "
+        f"(r = {base.get('amplification_r')}; threshold {t.amplification:g})"
     )
 
 
-def _amplification_text(base: dict[str, Any], threshold: float) -> str:
-    return (
-        f"amplification ||ΔW||_F / ||U^T W0 V||_F = {float(base['amplification']):.3g} "
-        f"(r = {base.get('amplification_r')}; threshold {threshold:g})"
-    )
+def _base_metric(base: dict[str, Any] | None, key: str) -> float | None:
+    """``base[key]`` as a float; None when the row has no base metrics or not this one."""
+    return None if not base or base.get(key) is None else float(base[key])
 
 
 def _ok_reason(metrics: dict[str, Any], row: dict[str, Any]) -> str:
